@@ -1,0 +1,43 @@
+# igny8 — two commands do all the set-up: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test demo lint format install bench clean help
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install igny8 with its dev tools
+
+run: $(STAMP) ## Start the embedded stack and run a demo image batch live (Ctrl-C stops)
+	$(BIN)/igny8 up
+
+demo: $(STAMP) ## Run one image batch end to end and print a summary, then exit
+	$(BIN)/igny8 demo
+
+test: $(STAMP) ## Run the test suite (SQLite and PostgreSQL, real Temporal, simulator)
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## Run the benchmarks (results in bench/results/)
+	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/image_batch.py
+
+clean: ## Remove the virtualenv and local state
+	rm -rf $(VENV) .data

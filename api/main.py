@@ -1,0 +1,115 @@
+"""The FastAPI application: `create_app()` builds it, the lifespan wires its resources.
+
+Nothing happens at import: the engine and the Temporal client are made when the app
+starts (`uvicorn api.main:create_app --factory`, or `with TestClient(app)`), so tests and
+tools can import this module freely and pass their own `Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
+
+from api.errors import install_error_handlers
+from api.routes import api_router
+from api.schemas import OPENAPI_EXTRA_MODELS
+from api.temporal import TemporalConnector
+from core.settings import Settings, get_settings
+from domain.ledger import Ledger
+from models.db import make_engine
+
+API_PREFIX = "/api/v1"
+logger = logging.getLogger("igny8.api")
+
+DESCRIPTION = """\
+igny8 turns a site's SEO keywords into published, illustrated articles with AI, and bills
+every AI call in prepaid credits.
+
+Authenticate with `Authorization: Bearer <api key>`; admin routes take the admin key the
+same way. Errors are JSON `{"detail": ...}`; a 422's detail is a list of
+`{loc, msg, type}`. Another account's objects answer 404.
+"""
+
+TAGS: list[dict[str, str]] = [
+    {"name": "health", "description": "Is the API up, and can it reach its database and Temporal?"},
+    {"name": "admin", "description": "Accounts, credit top-ups and AI model prices (admin key)."},
+    {"name": "credits", "description": "Balance, holds, the ledger and per-call usage with USD."},
+    {"name": "logs", "description": "AI task logs and notifications."},
+    {"name": "sites", "description": "Sites, sectors and their automation/publishing settings."},
+    {"name": "keywords", "description": "Keyword import (JSON or CSV) and lists."},
+    {"name": "pipeline", "description": "Clusters, ideas, tasks, content and images of a site."},
+    {"name": "images", "description": "Image batches: start, watch live, pause, resume, cancel."},
+]
+
+
+def _version() -> str:
+    try:
+        return version("igny8")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Engine, ledger and (if reachable) Temporal on app.state; the engine is disposed on exit."""
+    settings: Settings = app.state.settings
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    connector = TemporalConnector(settings, enabled=app.state.connect_temporal)
+    app.state.engine = engine
+    app.state.ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
+    app.state.temporal_connector = connector
+    app.state.temporal = await connector.connect()
+    try:
+        yield
+    finally:
+        app.state.temporal = None
+        engine.dispose()
+
+
+def _with_extra_schemas(app: FastAPI) -> None:
+    """Add models referenced only by hand-written request bodies to the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        _, defs = models_json_schema(
+            [(model, "validation") for model in OPENAPI_EXTRA_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in defs.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None, *, connect_temporal: bool = True) -> FastAPI:
+    """The API for `settings` (default: the environment). `connect_temporal=False` keeps
+    the app from ever dialling Temporal (tests, offline tools)."""
+    app = FastAPI(
+        title="igny8 API",
+        version=_version(),
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        docs_url="/docs",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    app.state.connect_temporal = connect_temporal
+    install_error_handlers(app)
+    app.include_router(api_router, prefix=API_PREFIX)
+    _with_extra_schemas(app)
+    return app
+
+
+# `uvicorn api.main:app --factory` (or `api.main:create_app --factory`).
+app = create_app

@@ -1,0 +1,13 @@
+"""Routers by resource, gathered into one router mounted under `/api/v1`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.routes import admin, credits, health, images, keywords, logs, pipeline, sites
+
+api_router = APIRouter()
+for module in (health, admin, credits, logs, sites, keywords, pipeline, images):
+    api_router.include_router(module.router)
+
+__all__ = ["api_router"]

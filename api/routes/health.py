@@ -1,0 +1,49 @@
+"""Liveness and dependencies: always 200, so a load balancer can tell "degraded" apart
+from "down" by reading the body instead of guessing from a status code."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from fastapi import APIRouter
+from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
+from temporalio.client import Client
+
+from api.deps import EngineDep, TemporalDep
+from api.schemas import HealthPublic
+
+router = APIRouter(tags=["health"])
+logger = logging.getLogger("igny8.api")
+
+TEMPORAL_CHECK_TIMEOUT = timedelta(seconds=2)
+
+
+def check_database(engine: Engine) -> str:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        # The body is public: name the failure, keep hosts and users for the log.
+        logger.warning("Health check: database unreachable: %s", exc)
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+async def check_temporal(client: Client | None) -> str:
+    if client is None:
+        return "unavailable"
+    try:
+        healthy = await client.service_client.check_health(timeout=TEMPORAL_CHECK_TIMEOUT)
+    except Exception:
+        return "unavailable"
+    return "ok" if healthy else "unavailable"
+
+
+@router.get("/health", response_model=HealthPublic, summary="Service health")
+async def health(engine: EngineDep, temporal: TemporalDep) -> HealthPublic:
+    database = await run_in_threadpool(check_database, engine)
+    temporal_state = await check_temporal(temporal)
+    status = "ok" if database == "ok" and temporal_state == "ok" else "degraded"
+    return HealthPublic(status=status, database=database, temporal=temporal_state)

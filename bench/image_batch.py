@@ -1,0 +1,350 @@
+"""Benchmark: image batches through the whole chain (plan, reserve, generate, store,
+deduct, log, notify) on a real Temporal dev server, against the simulator.
+
+    .venv/bin/python bench/image_batch.py [--db sqlite|postgres] [--images 200]
+        [--latency 1.0] [--concurrency 20] [--throughput-images 1000] [--sequential-images N]
+
+Three measurements, each against a baseline taken in the same run:
+1. efficiency = floor / actual, floor = ceil(N / C) × L   (goal ≥ 0.90)
+2. speedup over the plan's loop: the same images one at a time, generate → store → deduct
+   with no Temporal (goal ≥ 15×)
+3. images per second with a zero-latency simulator (goal ≥ 100 on PostgreSQL)
+Writes bench/results/image_batch-<db>.json and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlmodel import Session  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from core.settings import Settings  # noqa: E402
+from core.temporal import DATA_CONVERTER, SEARCH_ATTRIBUTES, temporal_binary  # noqa: E402
+from domain.accounts import create_account  # noqa: E402
+from domain.ledger import Ledger, Usage  # noqa: E402
+from domain.reconcile import reconcile  # noqa: E402
+from models import AIModelConfig, BillingConfiguration, Content, Site, Task  # noqa: E402
+from models.db import make_engine  # noqa: E402
+from models.migrate import upgrade  # noqa: E402
+from providers.registry import ProviderRegistry  # noqa: E402
+from tests.dbs import LOCAL_PG, create_pg_database, drop_pg_database  # noqa: E402
+from worker import build_worker  # noqa: E402
+from workflows.client import start_image_batch  # noqa: E402
+
+MODEL = "bench-image"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Simulator:
+    """The simulator in its own process, so it never competes with the worker's GIL."""
+
+    def __init__(self, latency: float, concurrency: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "--port",
+                str(self.port),
+                "--latency",
+                str(latency),
+                "--max-concurrency",
+                str(concurrency),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("simulator did not start")
+
+    def configure(self, **changes: object) -> None:
+        httpx.post(f"{self.url}/_sim/config", json=changes, timeout=5).raise_for_status()
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.url}/_sim/stats", timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def seed(engine, n_images: int, concurrency: int) -> tuple[int, list[int]]:
+    """An account with plenty of credits and n_images tasks with content (1 image each)."""
+    with Session(engine) as s:
+        s.add(BillingConfiguration(default_credit_price_usd=Decimal("0.01")))
+        s.add(
+            AIModelConfig(
+                model_name=MODEL,
+                provider="openai",
+                model_type="image",
+                cost_per_image=Decimal("0.04"),
+                credits_per_image=1,
+                max_concurrency=concurrency,
+            )
+        )
+        s.commit()
+    acct = create_account(engine, "bench", n_images * 10).id
+    with Session(engine) as s:
+        site = Site(account_id=acct, name="bench", max_in_article_images=0)
+        s.add(site)
+        s.flush()
+        ids = []
+        for i in range(n_images):
+            task = Task(account_id=acct, site_id=site.id, title=f"Bench article {i}")
+            s.add(task)
+            s.flush()
+            s.add(
+                Content(
+                    account_id=acct,
+                    site_id=site.id,
+                    task_id=task.id,
+                    title=task.title,
+                    html=f"<h2>Part {i}</h2>",
+                )
+            )
+            ids.append(task.id)
+        s.commit()
+    return acct, ids
+
+
+def extra_worker(env: WorkflowEnvironment, settings: Settings) -> subprocess.Popen:
+    """One more `python worker.py` on the same task queue: how a deployment scales out."""
+    worker_env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TASK_QUEUE": settings.task_queue,
+        "SIMULATOR_PORT": str(settings.simulator_port),
+        "MEDIA_DIR": str(settings.media_dir),
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=worker_env)
+
+
+async def run_batch(env, task_queue, acct, task_ids) -> tuple[float, object]:
+    start = time.perf_counter()
+    handle = await start_image_batch(
+        env.client,
+        task_queue,
+        account_id=acct,
+        task_ids=task_ids,
+        model=MODEL,
+        max_in_article_images=0,
+    )
+    result = await handle.result()
+    return time.perf_counter() - start, result
+
+
+def sequential_loop(engine, sim_url: str, acct: int, n: int, media: Path) -> float:
+    """The plan's loop: for each image, generate, store, deduct — one at a time."""
+
+    async def loop() -> float:
+        providers = ProviderRegistry(simulator_url=sim_url, timeout_s=120)
+        provider = providers.image("openai")
+        ledger = Ledger(engine)
+        media.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        for i in range(n):
+            img = await provider.generate_image(model=MODEL, prompt=f"Sequential image {i}")
+            (media / f"seq-{i}.png").write_bytes(img.data)
+            await asyncio.to_thread(
+                ledger.deduct,
+                acct,
+                1,
+                f"seq:{i}",
+                Usage(
+                    operation_type="image_generation", cost_usd=Decimal("0.04"), model_name=MODEL
+                ),
+            )
+        elapsed = time.perf_counter() - start
+        await providers.aclose()
+        return elapsed
+
+    return asyncio.run(loop())
+
+
+def database(kind: str, tmp: Path) -> tuple[str, callable]:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp / 'bench.db'}"
+        upgrade(url)
+        return url, lambda: None
+    url = create_pg_database(LOCAL_PG)
+    return url, lambda: drop_pg_database(LOCAL_PG, url)
+
+
+async def measure(args: argparse.Namespace) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="igny8-bench-"))
+    url, drop = database(args.db, tmp)
+    engine = make_engine(url, pool_size=40)
+    sim = Simulator(args.latency, args.concurrency)
+    env = await WorkflowEnvironment.start_local(
+        data_converter=DATA_CONVERTER,
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+    settings = Settings(
+        environment="test",
+        database_url=url,
+        media_dir=tmp / "media",
+        simulator_port=sim.port,
+        task_queue="bench",
+        provider_timeout_s=120,
+    )
+    providers = ProviderRegistry.from_settings(settings)
+    results: dict = {"db": args.db, "worker_processes": args.workers}
+    extra = [extra_worker(env, settings) for _ in range(args.workers - 1)]
+    try:
+        with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as pool:
+            async with build_worker(env.client, settings, engine, providers, pool):
+                acct, ids = seed(engine, args.images + args.throughput_images, args.concurrency)
+                batch_ids = ids[: args.images]
+                if not batch_ids:
+                    raise SystemExit("--images must be at least 1")
+                actual, res = await run_batch(env, "bench", acct, batch_ids)
+                floor = math.ceil(args.images / args.concurrency) * args.latency
+                results["efficiency"] = {
+                    "images": args.images,
+                    "latency_s": args.latency,
+                    "concurrency": args.concurrency,
+                    "floor_s": floor,
+                    "actual_s": round(actual, 3),
+                    "efficiency": round(floor / actual, 3),
+                    "status": res.status,
+                    "images_done": res.images_done,
+                    "sim_429s": sim.stats().get("rejected_429", 0),
+                }
+                seq_n = args.sequential_images or args.images
+                seq = await asyncio.to_thread(
+                    sequential_loop, engine, sim.url, acct, seq_n, tmp / "seq"
+                )
+                seq_full = seq * args.images / seq_n
+                results["sequential"] = {
+                    "images_run": seq_n,
+                    "seconds": round(seq, 3),
+                    "seconds_for_all": round(seq_full, 3),
+                    "speedup": round(seq_full / actual, 2),
+                }
+                if args.throughput_images:
+                    sim.configure(latency_s=0.0, max_concurrency=0)
+                    with Session(engine) as s:
+                        cfg = s.get(AIModelConfig, 1)
+                        cfg.max_concurrency = args.throughput_concurrency
+                        s.add(cfg)
+                        s.commit()
+                    t_ids = ids[args.images :]
+                    elapsed, tres = await run_batch(env, "bench", acct, t_ids)
+                    results["throughput"] = {
+                        "images": len(t_ids),
+                        "concurrency": args.throughput_concurrency,
+                        "seconds": round(elapsed, 3),
+                        "images_per_s": round(tres.images_done / elapsed, 1),
+                        "status": tres.status,
+                    }
+        results["reconcile_breaches"] = len(reconcile(engine))
+    finally:
+        for proc in extra:
+            proc.terminate()
+            proc.wait(30)
+        await providers.aclose()
+        await env.shutdown()
+        sim.stop()
+        engine.dispose()
+        drop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--images", type=int, default=200, help="N for the efficiency run")
+    parser.add_argument("--latency", type=float, default=1.0, help="L: simulator seconds per image")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=20,
+        help="C: the model's max_concurrency and the simulator's limit",
+    )
+    parser.add_argument(
+        "--sequential-images",
+        type=int,
+        default=0,
+        help="images for the one-at-a-time baseline (0 = all N; fewer are extrapolated)",
+    )
+    parser.add_argument(
+        "--throughput-images",
+        type=int,
+        default=1000,
+        help="images for the zero-latency run (0 skips)",
+    )
+    parser.add_argument("--throughput-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes on the task queue, as `igny8 up` runs them (1 = in-process only)",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    results = asyncio.run(measure(args))
+    out = ROOT / "bench" / "results" / f"image_batch-{args.db}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    eff, seq = results["efficiency"], results["sequential"]
+    print(f"[{args.db}] worker processes: {args.workers}")
+    print(
+        f"[{args.db}] efficiency: floor {eff['floor_s']} s / actual {eff['actual_s']} s = "
+        f"{eff['efficiency']:.3f} (goal >= 0.90; {eff['sim_429s']} 429s)"
+    )
+    print(
+        f"[{args.db}] one at a time: {seq['seconds_for_all']} s for {eff['images']} images -> "
+        f"speedup {seq['speedup']}x (goal >= 15x; measured on {seq['images_run']} images)"
+    )
+    if "throughput" in results:
+        thr = results["throughput"]
+        print(
+            f"[{args.db}] zero latency: {thr['images']} images in {thr['seconds']} s = "
+            f"{thr['images_per_s']} images/s (goal >= 100)"
+        )
+    print(
+        f"[{args.db}] reconcile breaches: {results['reconcile_breaches']}; written {out.relative_to(ROOT)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

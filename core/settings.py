@@ -1,0 +1,114 @@
+"""One settings object for the API, the worker and the CLI.
+
+Read from the environment (and `.env`), never at import time: call `get_settings()`.
+Secrets are `SecretStr` so they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / ".data"
+
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "dev-admin-key", "dev-secret-key"}
+
+
+class Settings(BaseSettings):
+    """Every knob of igny8, in one place."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+
+    data_dir: Path = Field(
+        default=DATA_DIR,
+        description="Local state: the SQLite database, Temporal's dev-server file, media, logs",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means a SQLite file in data_dir; "
+        "postgresql+psycopg://… in production",
+    )
+    db_pool_size: int = 20
+
+    temporal_address: str = Field(
+        default="", description="host:port of a Temporal frontend; empty starts the embedded one"
+    )
+    temporal_namespace: str = "default"
+    task_queue: str = "igny8"
+    temporal_ui_port: int = 8233
+    temporal_port: int = 7233
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    runware_api_key: SecretStr | None = None
+    runware_base_url: str = "https://api.runware.ai/v1"
+    provider_timeout_s: float = 120.0
+
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 8299
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    admin_api_key: SecretStr = SecretStr("dev-admin-key")
+    secret_key: SecretStr = SecretStr("dev-secret-key")
+
+    media_dir: Path | None = None
+
+    hold_ttl_seconds: int = 6 * 3600
+    activity_concurrency: int = 200
+    worker_processes: int = Field(
+        default=2, ge=1, description="Worker processes `igny8 up` starts (one per core scales)"
+    )
+    activity_task_pollers: int = Field(
+        default=20, ge=1, description="Concurrent activity polls: a wave of C images starts at once"
+    )
+
+    @field_validator("openai_api_key", "runware_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`OPENAI_API_KEY=` (empty) means no key: use the simulator, not a blank key."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        """Defaults that live under data_dir follow it when it is moved."""
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'igny8.db'}"
+        if self.media_dir is None:
+            self.media_dir = self.data_dir / "media"
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment == "production":
+            for name in ("admin_api_key", "secret_key"):
+                if getattr(self, name).get_secret_value() in PLACEHOLDER_SECRETS:
+                    raise ValueError(
+                        f"{name.upper()} is a placeholder; set a real secret in production"
+                    )
+        return self
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://{self.simulator_host}:{self.simulator_port}"
+
+    @property
+    def uses_simulator(self) -> bool:
+        """No real key: every AI call goes to the local OpenAI-compatible simulator."""
+        return self.openai_api_key is None and not self.openai_base_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,76 @@
+"""Every table, imported once so `SQLModel.metadata` is complete for Alembic."""
+
+from models.accounts import Account, AccountCreate, AccountCreated, AccountPublic, ApiKey
+from models.billing import (
+    AIModelConfig,
+    AIModelConfigCreate,
+    AIModelConfigPublic,
+    AIModelConfigUpdate,
+    BillingConfiguration,
+    CreditReservation,
+    CreditTransaction,
+    CreditTransactionPublic,
+    CreditUsageLog,
+    CreditUsageLogPublic,
+)
+from models.logs import AITaskLog, AITaskLogPublic, Notification, NotificationPublic
+from models.pipeline import (
+    Cluster,
+    Content,
+    ContentIdea,
+    Image,
+    Keyword,
+    KeywordIn,
+    KeywordPublic,
+    Task,
+)
+from models.runs import AutomationRun, ImageBatch, WordPressIntegration
+from models.sites import (
+    Sector,
+    SectorPublic,
+    Site,
+    SiteCreate,
+    SitePublic,
+    SiteSettings,
+    SiteUpdate,
+)
+
+__all__ = [
+    "AIModelConfig",
+    "AIModelConfigCreate",
+    "AIModelConfigPublic",
+    "AIModelConfigUpdate",
+    "AITaskLog",
+    "AITaskLogPublic",
+    "Account",
+    "AccountCreate",
+    "AccountCreated",
+    "AccountPublic",
+    "ApiKey",
+    "AutomationRun",
+    "BillingConfiguration",
+    "Cluster",
+    "Content",
+    "ContentIdea",
+    "CreditReservation",
+    "CreditTransaction",
+    "CreditTransactionPublic",
+    "CreditUsageLog",
+    "CreditUsageLogPublic",
+    "Image",
+    "ImageBatch",
+    "Keyword",
+    "KeywordIn",
+    "KeywordPublic",
+    "Notification",
+    "NotificationPublic",
+    "Sector",
+    "SectorPublic",
+    "Site",
+    "SiteCreate",
+    "SitePublic",
+    "SiteSettings",
+    "SiteUpdate",
+    "Task",
+    "WordPressIntegration",
+]

@@ -1,0 +1,1 @@
+"""OpenAI- and Runware-compatible simulator: deterministic answers, latency, faults."""

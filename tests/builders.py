@@ -1,0 +1,72 @@
+"""Builders for test data: short calls that make valid rows with sensible defaults."""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from domain.accounts import create_account
+from models import AIModelConfig, BillingConfiguration, Content, Sector, Site, Task
+
+
+def account(engine: Engine, credits: int = 100, name: str | None = None) -> tuple[int, str]:
+    """A new account with `credits` booked as a purchase; returns (id, api key)."""
+    created = create_account(engine, name or f"acct-{secrets.token_hex(3)}", credits)
+    return created.id, created.api_key
+
+
+def model_config(engine: Engine, **overrides: Any) -> AIModelConfig:
+    fields: dict[str, Any] = {
+        "model_name": "test-image-model",
+        "provider": "openai",
+        "model_type": "image",
+        "cost_per_image": Decimal("0.040000"),
+        "credits_per_image": 2,
+        "max_concurrency": 10,
+    }
+    fields.update(overrides)
+    with Session(engine, expire_on_commit=False) as session:
+        cfg = AIModelConfig(**fields)
+        session.add(cfg)
+        session.commit()
+        return cfg
+
+
+def billing_config(engine: Engine, price: str = "0.01") -> None:
+    with Session(engine) as session:
+        session.add(BillingConfiguration(default_credit_price_usd=Decimal(price)))
+        session.commit()
+
+
+def site(engine: Engine, account_id: int, **overrides: Any) -> Site:
+    with Session(engine, expire_on_commit=False) as session:
+        row = Site(account_id=account_id, name=overrides.pop("name", "Test site"), **overrides)
+        session.add(row)
+        session.flush()
+        session.add(Sector(account_id=account_id, site_id=row.id, name="General"))
+        session.commit()
+        return row
+
+
+def task_with_content(
+    engine: Engine, account_id: int, site_id: int, title: str = "How to brew coffee"
+) -> tuple[Task, Content]:
+    with Session(engine, expire_on_commit=False) as session:
+        task = Task(account_id=account_id, site_id=site_id, title=title, keywords=["coffee"])
+        session.add(task)
+        session.flush()
+        content = Content(
+            account_id=account_id,
+            site_id=site_id,
+            task_id=task.id,
+            title=title,
+            html=f"<h2>{title}</h2><p>Body.</p>",
+            word_count=2,
+        )
+        session.add(content)
+        session.commit()
+        return task, content

@@ -1,0 +1,111 @@
+"""Activities are idempotent: a retried activity never writes a second row. And the
+hold sweeper, on the time-skipping server, gives back a terminated run's credits."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.ledger import DeductInput, LedgerActivities, ReserveInput
+from activities.logging import LoggingActivities, NotifyInput, OpenTaskLogInput
+from domain.ledger import Ledger
+from domain.reconcile import reconcile
+from models import AITaskLog, CreditReservation, CreditTransaction, Notification
+from tests import builders
+from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput
+
+
+def rows(engine, model) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model.__table__)).scalar_one()
+
+
+def test_retried_logging_activities_write_one_row(engine):
+    acct, _ = builders.account(engine, credits=10)
+    acts, env = LoggingActivities(engine), ActivityEnvironment()
+    open_in = OpenTaskLogInput(
+        account_id=acct, function_name="generate_images", idempotency_key="wf:log"
+    )
+    first, second = env.run(acts.open_task_log, open_in), env.run(acts.open_task_log, open_in)
+    assert first == second and rows(engine, AITaskLog) == 1
+    note = NotifyInput(
+        account_id=acct,
+        notification_type="ai_image_success",
+        title="t",
+        message="m",
+        idempotency_key="wf:done",
+        ai_task_log_id=first.task_log_id,
+    )
+    assert env.run(acts.notify, note) == env.run(acts.notify, note)
+    assert rows(engine, Notification) == 1
+
+
+def test_retried_ledger_activities_charge_and_hold_once(engine):
+    acct, _ = builders.account(engine, credits=10)
+    acts, env = LedgerActivities(Ledger(engine)), ActivityEnvironment()
+    hold_in = ReserveInput(account_id=acct, amount=6, idempotency_key="wf:hold", operation_type="x")
+    h1, h2 = env.run(acts.reserve_credits, hold_in), env.run(acts.reserve_credits, hold_in)
+    assert h1.hold_id == h2.hold_id and rows(engine, CreditReservation) == 1
+    ded = DeductInput(
+        account_id=acct,
+        amount=2,
+        idempotency_key="wf:image:1",
+        operation_type="image_generation",
+        hold_id=h1.hold_id,
+    )
+    d1, d2 = env.run(acts.deduct_credits, ded), env.run(acts.deduct_credits, ded)
+    assert (d1.replayed, d2.replayed, d1.transaction_id) == (False, True, d2.transaction_id)
+    assert rows(engine, CreditTransaction) == 2  # opening purchase + one deduction
+    assert Ledger(engine).balance(acct).credits == 8
+    assert reconcile(engine) == []
+
+
+def test_concurrent_duplicate_activity_attempts_still_write_one_row(engine):
+    acct, _ = builders.account(engine)
+    acts = LoggingActivities(engine)
+    inp = OpenTaskLogInput(account_id=acct, function_name="generate_images", idempotency_key="race")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = set(pool.map(lambda _: ActivityEnvironment().run(acts.open_task_log, inp), range(8)))
+    assert len(ids) == 1 and rows(engine, AITaskLog) == 1
+
+
+@pytest.mark.temporal
+async def test_sweeper_releases_an_expired_hold_in_skipped_time(
+    engine, time_skipping_env: WorkflowEnvironment
+):
+    acct, _ = builders.account(engine, credits=50)
+    # The hold is made on the test server's clock, which is not the wall clock.
+    server_now = await time_skipping_env.get_current_time()
+    ledger = Ledger(engine, hold_ttl_seconds=3600, clock=lambda: server_now)
+    hold = ledger.reserve(acct, 50, "terminated-run:hold")  # nobody will ever release it
+    assert ledger.balance(acct).available == 0
+    queue = f"sweeper-{uuid.uuid4().hex}"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        async with Worker(
+            time_skipping_env.client,
+            task_queue=queue,
+            workflows=[HoldSweeperWorkflow],
+            activities=[LedgerActivities(ledger).expire_holds],
+            activity_executor=pool,
+        ):
+            handle = await time_skipping_env.client.start_workflow(
+                HoldSweeperWorkflow.run,
+                SweeperInput(interval_seconds=600),
+                id=f"sweeper-{uuid.uuid4().hex}",
+                task_queue=queue,
+            )
+            await time_skipping_env.sleep(timedelta(minutes=30))
+            early = await handle.query(HoldSweeperWorkflow.status)
+            assert ledger.balance(acct).available == 0, (early, hold)  # not expired yet
+            await time_skipping_env.sleep(timedelta(hours=1))
+            status = await handle.query(HoldSweeperWorkflow.status)
+            await handle.terminate()
+    assert status.released_total == 1 and status.sweeps >= 7
+    bal = ledger.balance(acct)
+    assert (bal.credits, bal.reserved, bal.available) == (50, 0, 50)

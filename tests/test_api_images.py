@@ -1,0 +1,141 @@
+"""Image-batch routes end to end: HTTP → Temporal dev server → worker → simulator → DB."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from api.deps import get_engine, get_settings_dep, get_temporal
+from api.main import create_app
+from domain.reconcile import reconcile
+from tests import builders
+from tests.temporal_fixtures import WorkerCtx
+
+pytestmark = pytest.mark.temporal
+
+
+@pytest_asyncio.fixture
+async def api(wctx: WorkerCtx) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app in this test's event loop, wired to the test's DB, Temporal and queue."""
+    app = create_app(wctx.settings, connect_temporal=False)
+    app.dependency_overrides[get_engine] = lambda: wctx.engine
+    app.dependency_overrides[get_settings_dep] = lambda: wctx.settings
+    app.dependency_overrides[get_temporal] = lambda: wctx.client
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as client:
+        yield client
+
+
+def seeded(wctx: WorkerCtx, credits: int, n_tasks: int = 2) -> tuple[dict, list[int], int]:
+    builders.billing_config(wctx.engine)
+    builders.model_config(wctx.engine, model_name="img", credits_per_image=2)
+    acct, key = builders.account(wctx.engine, credits=credits)
+    site = builders.site(wctx.engine, acct, max_in_article_images=1, image_model="img")
+    tasks = [
+        builders.task_with_content(wctx.engine, acct, site.id, f"T{i}")[0].id
+        for i in range(n_tasks)
+    ]
+    return {"Authorization": f"Bearer {key}"}, tasks, acct
+
+
+async def poll(api: httpx.AsyncClient, headers: dict, batch_id: str, done) -> dict:
+    for _ in range(600):
+        body = (await api.get(f"/images/batches/{batch_id}", headers=headers)).json()
+        if done(body):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"batch never reached the state; last {body}")
+
+
+async def test_start_watch_and_finish_a_batch(api: httpx.AsyncClient, wctx: WorkerCtx):
+    headers, tasks, _ = seeded(wctx, credits=50)
+    resp = await api.post("/images/batches", json={"task_ids": tasks}, headers=headers)
+    assert resp.status_code == 202, resp.text
+    started = resp.json()
+    assert started["batch_id"].startswith("image-batch-") and started["status"] == "running"
+    assert (started["images"], started["credits_quoted"]) == (4, 8)
+    final = await poll(api, headers, started["batch_id"], lambda b: b["status"] == "completed")
+    assert (final["images_done"], final["credits_used"], final["balance"]) == (4, 8, 42)
+    balance = (await api.get("/credits/balance", headers=headers)).json()
+    assert balance == {"credits": 42, "reserved": 0, "available": 42}
+    usage = (await api.get("/credits/usage", headers=headers)).json()
+    assert usage["count"] == 4 and all(u["cost_usd"] for u in usage["data"])
+    notes = (await api.get("/notifications", headers=headers)).json()["data"]
+    assert [n["notification_type"] for n in notes] == ["ai_image_success"]
+    control = await api.post(f"/images/batches/{started['batch_id']}/pause", headers=headers)
+    assert control.status_code == 409 and "already finished" in control.json()["detail"]
+    assert reconcile(wctx.engine) == []
+
+
+async def test_quote_over_available_credits_is_402_and_starts_nothing(
+    api: httpx.AsyncClient, wctx: WorkerCtx
+):
+    headers, tasks, _ = seeded(wctx, credits=7)
+    resp = await api.post("/images/batches", json={"task_ids": tasks}, headers=headers)
+    assert resp.status_code == 402
+    assert resp.json()["detail"] == "Insufficient credits. Required: 8, Available: 7"
+    assert wctx.sim.stats()["images_generated"] == 0
+
+
+async def test_unknown_tasks_and_tasks_without_content_are_named(
+    api: httpx.AsyncClient, wctx: WorkerCtx
+):
+    headers, tasks, acct = seeded(wctx, credits=50)
+    resp = await api.post("/images/batches", json={"task_ids": [*tasks, 9999]}, headers=headers)
+    assert resp.status_code == 422 and "9999" in str(resp.json()["detail"])
+    from sqlmodel import Session
+
+    from models import Task
+
+    with Session(wctx.engine) as s:
+        bare = Task(account_id=acct, site_id=1, title="no content yet")
+        s.add(bare)
+        s.commit()
+        bare_id = bare.id
+    resp = await api.post("/images/batches", json={"task_ids": [bare_id]}, headers=headers)
+    assert resp.status_code == 422 and f"[{bare_id}]" in str(resp.json()["detail"])
+    for bad in (
+        {"task_ids": []},
+        {"task_ids": ["x"]},
+        {"task_ids": [1], "max_in_article_images": 99},
+        {},
+    ):
+        resp = await api.post("/images/batches", json=bad, headers=headers)
+        assert resp.status_code == 422, (bad, resp.text)
+    resp = await api.post(
+        "/images/batches", json={"task_ids": tasks, "model": "nope"}, headers=headers
+    )
+    assert resp.status_code == 422 and "AI model 'nope' is not configured" in str(
+        resp.json()["detail"]
+    )
+
+
+async def test_controls_and_another_accounts_batch(api: httpx.AsyncClient, wctx: WorkerCtx):
+    wctx.sim.configure(latency_s=0.3)
+    headers, tasks, _ = seeded(wctx, credits=100, n_tasks=6)
+    batch_id = (
+        await api.post("/images/batches", json={"task_ids": tasks}, headers=headers)
+    ).json()["batch_id"]
+    _, other_key = builders.account(wctx.engine, credits=5)
+    other = {"Authorization": f"Bearer {other_key}"}
+    assert (await api.get(f"/images/batches/{batch_id}", headers=other)).status_code == 404
+    assert (await api.post(f"/images/batches/{batch_id}/cancel", headers=other)).status_code == 404
+    assert (await api.get("/images/batches/not-a-batch", headers=headers)).status_code == 404
+    pause = await api.post(f"/images/batches/{batch_id}/pause", headers=headers)
+    assert pause.status_code == 202 and pause.json() == {"batch_id": batch_id, "requested": "pause"}
+    paused = await poll(api, headers, batch_id, lambda b: b["status"] == "paused")
+    assert paused["pause_reason"] == "user"
+    assert (
+        await api.post(f"/images/batches/{batch_id}/resume", headers=headers)
+    ).status_code == 202
+    await poll(api, headers, batch_id, lambda b: b["status"] == "running")
+    assert (
+        await api.post(f"/images/batches/{batch_id}/cancel", headers=headers)
+    ).status_code == 202
+    final = await poll(api, headers, batch_id, lambda b: b["status"] == "cancelled")
+    assert final["credits_reserved"] == 0
+    assert reconcile(wctx.engine) == []

@@ -1,0 +1,134 @@
+"""The igny8 worker: wires settings, database, providers and activities to Temporal.
+
+Only wiring lives here; the work is in activities/ and workflows/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from activities.images import ImageActivities
+from activities.ledger import LedgerActivities
+from activities.logging import LoggingActivities
+from core.settings import Settings, get_settings
+from core.temporal import DATA_CONVERTER
+from domain.ledger import Ledger
+from models.db import make_engine
+from providers.registry import ProviderRegistry
+from workflows.hold_sweeper import SWEEPER_ID, HoldSweeperWorkflow, SweeperInput
+from workflows.image_batch import ImageBatchWorkflow
+
+log = logging.getLogger("igny8.worker")
+
+WORKFLOWS: Sequence[type] = (ImageBatchWorkflow, HoldSweeperWorkflow)
+
+
+def build_activities(
+    settings: Settings,
+    engine: Any,
+    providers: ProviderRegistry,
+    executor: ThreadPoolExecutor | None = None,
+) -> list[Any]:
+    """Every activity method, bound to its dependencies."""
+    ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
+    led = LedgerActivities(ledger)
+    logs = LoggingActivities(engine)
+    images = ImageActivities(engine, providers, settings.media_dir, executor)
+    return [
+        led.reserve_credits,
+        led.deduct_credits,
+        led.deduct_credits_many,
+        led.release_hold,
+        led.get_balance,
+        led.expire_holds,
+        led.extend_hold,
+        logs.open_task_log,
+        logs.close_task_log,
+        logs.notify,
+        images.plan_image_batch,
+        images.generate_image,
+        images.mark_image_failed,
+        images.finish_image_batch,
+    ]
+
+
+async def connect(settings: Settings) -> Client:
+    address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+    return await Client.connect(
+        address, namespace=settings.temporal_namespace, data_converter=DATA_CONVERTER
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    engine: Any,
+    providers: ProviderRegistry,
+    executor: ThreadPoolExecutor,
+    task_queue: str | None = None,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(settings, engine, providers, executor),
+        activity_executor=executor,
+        max_concurrent_activities=settings.activity_concurrency,
+        max_concurrent_activity_task_polls=settings.activity_task_pollers,
+    )
+
+
+async def ensure_hold_sweeper(client: Client, task_queue: str) -> None:
+    """One sweeper per namespace: starting it again while it runs is a no-op."""
+    await client.start_workflow(
+        HoldSweeperWorkflow.run,
+        SweeperInput(),
+        id=SWEEPER_ID,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary="Releases expired credit holds every 5 minutes",
+    )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then finish in-flight work and stop."""
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        providers = ProviderRegistry.from_settings(settings)
+        stack.push_async_callback(providers.aclose)
+        executor = stack.enter_context(
+            ThreadPoolExecutor(max_workers=settings.activity_concurrency)
+        )
+        worker = build_worker(client, settings, engine, providers, executor)
+        log.info("worker polling task queue %r on %s", settings.task_queue, client.namespace)
+        async with worker:
+            await ensure_hold_sweeper(client, settings.task_queue)
+            await stop.wait()
+    engine.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(run_worker())
+
+
+if __name__ == "__main__":
+    main()
