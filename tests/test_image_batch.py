@@ -298,8 +298,12 @@ async def test_ten_batches_on_an_account_funded_for_four(wctx: WorkerCtx):
 
 
 async def test_history_stays_bounded_by_continuing_as_new(wctx: WorkerCtx):
-    limit = 100
-    acct, cfg, task_ids = setup_tasks(wctx, credits=1000, n_tasks=30)
+    # Every image costs at least 3 events (activity scheduled, started, completed), so a
+    # run claims at most limit / 3 images before it stops claiming, plus the 2×C already
+    # in flight: 60 / 3 + 2 × 2 = 24 images per run, and 60 images need at least 3 runs
+    # however the completions batch into workflow tasks.
+    limit = 60
+    acct, cfg, task_ids = setup_tasks(wctx, credits=1000, n_tasks=30, max_concurrency=2)
     handle = await start_image_batch(
         wctx.client,
         wctx.task_queue,
