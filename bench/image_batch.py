@@ -96,6 +96,9 @@ class Simulator:
     def stats(self) -> dict:
         return httpx.get(f"{self.url}/_sim/stats", timeout=5).json()
 
+    def timeline(self) -> list[dict]:
+        return httpx.get(f"{self.url}/_sim/timeline", timeout=30).json()["requests"]
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
@@ -153,6 +156,22 @@ def extra_worker(env: WorkflowEnvironment, settings: Settings) -> subprocess.Pop
         "LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=worker_env)
+
+
+def breakdown(rows: list[dict], started: float, ended: float, waves: int, latency: float) -> dict:
+    """Where the time went, from the simulator's timeline (wall clock): before the first
+    provider call, after the last answer, and the mean gap per wave in between."""
+    images = [r for r in rows if r["endpoint"] == "images.generations" and r["arrived"] >= started]
+    if not images:
+        return {}
+    first = min(r["arrived"] for r in images)
+    last = max(r["left"] for r in images)
+    between = last - first - waves * latency
+    return {
+        "start_s": round(first - started, 3),
+        "finish_s": round(ended - last, 3),
+        "gap_per_wave_s": round(between / max(1, waves - 1), 3),
+    }
 
 
 async def run_batch(env, task_queue, acct, task_ids) -> tuple[float, object]:
@@ -234,8 +253,10 @@ async def measure(args: argparse.Namespace) -> dict:
                 batch_ids = ids[: args.images]
                 if not batch_ids:
                     raise SystemExit("--images must be at least 1")
+                wall_start = time.time()
                 actual, res = await run_batch(env, "bench", acct, batch_ids)
-                floor = math.ceil(args.images / args.concurrency) * args.latency
+                waves = math.ceil(args.images / args.concurrency)
+                floor = waves * args.latency
                 results["efficiency"] = {
                     "images": args.images,
                     "latency_s": args.latency,
@@ -246,6 +267,9 @@ async def measure(args: argparse.Namespace) -> dict:
                     "status": res.status,
                     "images_done": res.images_done,
                     "sim_429s": sim.stats().get("rejected_429", 0),
+                    "breakdown": breakdown(
+                        sim.timeline(), wall_start, wall_start + actual, waves, args.latency
+                    ),
                 }
                 seq_n = args.sequential_images or args.images
                 seq = await asyncio.to_thread(
@@ -331,6 +355,12 @@ def main() -> None:
         f"[{args.db}] efficiency: floor {eff['floor_s']} s / actual {eff['actual_s']} s = "
         f"{eff['efficiency']:.3f} (goal >= 0.90; {eff['sim_429s']} 429s)"
     )
+    if eff["breakdown"]:
+        b = eff["breakdown"]
+        print(
+            f"[{args.db}]   overhead: {b['start_s']} s before the first provider call, "
+            f"{b['gap_per_wave_s']} s between waves, {b['finish_s']} s after the last answer"
+        )
     print(
         f"[{args.db}] one at a time: {seq['seconds_for_all']} s for {eff['images']} images -> "
         f"speedup {seq['speedup']}x (goal >= 15x; measured on {seq['images_run']} images)"

@@ -37,6 +37,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/_sim/config", _config(state), methods=["GET", "POST"]),
         Route("/_sim/stats", _stats(state), methods=["GET"]),
         Route("/_sim/reset", _reset(state), methods=["POST"]),
+        Route("/_sim/timeline", _timeline(state), methods=["GET"]),
         Route("/health", _health, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
@@ -93,6 +94,16 @@ def _config(state: SimState) -> Handler:
 def _stats(state: SimState) -> Handler:
     async def handle(request: Request) -> Response:
         return JSONResponse(state.stats.as_dict(state.in_flight))
+
+    return handle
+
+
+def _timeline(state: SimState) -> Handler:
+    """Answered requests as {endpoint, arrived, left} in wall-clock seconds, oldest first."""
+
+    async def handle(request: Request) -> Response:
+        rows = [{"endpoint": e, "arrived": a, "left": lft} for e, a, lft in state.timeline]
+        return JSONResponse({"requests": rows})
 
     return handle
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -38,6 +39,7 @@ class Endpoint(Protocol):
 async def guarded(state: SimState, request: Request, endpoint: Endpoint) -> Response:
     """Run one request through the fault pipeline, keeping the in-flight count exact."""
     arrived = asyncio.get_running_loop().time()
+    arrived_wall = time.time()
     state.stats.requests[endpoint.name] += 1
     body, bad_json = await read_json(request)
     fault = state.gate(endpoint.api_key(request, body))
@@ -51,6 +53,7 @@ async def guarded(state: SimState, request: Request, endpoint: Endpoint) -> Resp
         # writing the article) happens inside it, not after it.
         response = endpoint.answer(body, request, state)
         await state.latency(since=arrived)
+        state.served(endpoint.name, arrived_wall, time.time())
         return response
     finally:
         state.leave()

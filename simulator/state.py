@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,8 @@ from simulator.faults import Fault
 from simulator.images import ImageStore
 
 UNSAFE_MARKER = "[unsafe]"
+# Served requests kept for `GET /_sim/timeline` (benchmarks read where the time went).
+TIMELINE_MAX = 100_000
 
 
 @dataclass
@@ -58,6 +60,7 @@ class SimState:
         self.stats = SimStats()
         self.in_flight = 0
         self.images = ImageStore()
+        self.timeline: deque[tuple[str, float, float]] = deque(maxlen=TIMELINE_MAX)
         self._seed_rngs()
 
     def _seed_rngs(self) -> None:
@@ -76,7 +79,12 @@ class SimState:
         if restore_config:
             self.config = self.initial
         self.stats = SimStats()
+        self.timeline.clear()
         self._seed_rngs()
+
+    def served(self, endpoint: str, arrived: float, left: float) -> None:
+        """Record one answered request (wall-clock seconds) for the timeline."""
+        self.timeline.append((endpoint, arrived, left))
 
     # ---------------------------------------------------------------- the pipeline
 

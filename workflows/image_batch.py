@@ -167,6 +167,10 @@ class ImageBatchWorkflow:
         self._inp: ImageBatchInput | None = None
         self._s: BatchState | None = None
         self._status = "running"
+        # The outcome is decided before the finishing activities run; `status` only shows
+        # it once they are done, so a caller that sees "completed" sees the log closed,
+        # the notification sent and the batch recorded.
+        self._outcome: str | None = None
         self._in_flight = 0
         self._generating = 0
         self._early_controls: list[str] = []
@@ -606,12 +610,13 @@ class ImageBatchWorkflow:
             s.balance = await self._balance()
         s.credits_reserved = s.credits_used
         if s.cancel_requested:
-            self._status = "cancelled"
+            self._outcome = "cancelled"
         elif s.images_done == 0 and s.images_failed > 0:
-            self._status = "failed"
+            self._outcome = "failed"
         else:
-            self._status = "completed"
+            self._outcome = "completed"
         await asyncio.gather(self._close_log(), self._final_notification(), self._record_batch())
+        self._status = self._outcome
         self._publish_details()
         return self._progress()
 
@@ -622,25 +627,25 @@ class ImageBatchWorkflow:
             LoggingActivities.close_task_log,
             CloseTaskLogInput(
                 task_log_id=s.task_log_id,
-                status=log_status[self._status],
+                status=log_status[self._final()],
                 cost=s.cost_usd,
                 credits_used=s.credits_used,
                 result=self._summary_dict(),
-                error="; ".join(s.errors) if self._status == "failed" else None,
+                error="; ".join(s.errors) if self._final() == "failed" else None,
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
-            summary=f"Close the AI task log ({self._status})",
+            summary=f"Close the AI task log ({self._final()})",
         )
 
     async def _final_notification(self) -> None:
         s, inp = self._require_state(), self._require_inp()
         failed = f", {s.images_failed} failed" if s.images_failed else ""
         money = f"{s.credits_used} credits (${s.cost_usd:.4f} provider cost)"
-        if self._status == "completed":
+        if self._final() == "completed":
             kind, title = "ai_image_success", "Images generated"
             message = f"Generated {s.images_done} images using {money}{failed}"
-        elif self._status == "cancelled":
+        elif self._final() == "cancelled":
             kind, title = "ai_image_cancelled", "Image batch cancelled"
             message = f"Cancelled after {s.images_done} images using {money}{failed}"
         else:
@@ -653,7 +658,7 @@ class ImageBatchWorkflow:
     async def _fail(self, message: str, details: dict[str, int]) -> None:
         """End before any generation: log error, notify, record; nothing was charged."""
         s, inp = self._require_state(), self._require_inp()
-        self._status = "failed"
+        self._outcome = "failed"
         s.errors = [message]
         await workflow.execute_activity_method(
             LoggingActivities.close_task_log,
@@ -673,6 +678,7 @@ class ImageBatchWorkflow:
             severity="error",
         )
         await self._record_batch()
+        self._status = "failed"
 
     async def _notify(
         self,
@@ -707,7 +713,7 @@ class ImageBatchWorkflow:
             ImageActivities.finish_image_batch,
             FinishBatchInput(
                 batch_id=inp.batch_id,
-                status=self._status,
+                status=self._final(),
                 images_total=s.images_total,
                 images_done=s.images_done,
                 images_failed=s.images_failed,
@@ -716,7 +722,7 @@ class ImageBatchWorkflow:
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
-            summary=f"Record the batch as {self._status}",
+            summary=f"Record the batch as {self._final()}",
         )
 
     async def _balance(self) -> int:
@@ -735,6 +741,10 @@ class ImageBatchWorkflow:
         if s is None or self._status != "running":
             return 0
         return max(0, s.credits_reserved - s.credits_used)
+
+    def _final(self) -> str:
+        """The decided outcome while finishing, else the status."""
+        return self._outcome or self._status
 
     def _current_status(self) -> str:
         s = self._s
@@ -772,7 +782,7 @@ class ImageBatchWorkflow:
             "credits_used": p.credits_used,
             "cost_usd": str(p.cost_usd),
             "balance": p.balance,
-            "status": self._status,
+            "status": self._final(),
         }
 
     def _publish_details(self) -> None:
