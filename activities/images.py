@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
+from contextlib import nullcontext
 from datetime import timedelta
 from decimal import Decimal
 from html import unescape
@@ -23,6 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.common import Frozen, heartbeating, non_retryable
+from activities.lanes import LaneLocks
 from domain.images import in_article_count, resolve_image_model
 from domain.pricing import ModelUnavailable, billed_usd, image_cost_usd, load_billing_defaults
 from models.db import utcnow
@@ -30,7 +33,7 @@ from models.logs import AITaskLog
 from models.pipeline import Content, Image, Task
 from models.runs import ImageBatch
 from models.sites import Site
-from providers.base import ProviderError
+from providers.base import ImageResult, ProviderError
 from providers.registry import ProviderRegistry
 
 T = TypeVar("T")
@@ -83,6 +86,7 @@ class GenerateImageInput(Frozen):
     cost_per_image: Decimal
     credits_per_image: int
     size: str = "1024x1024"
+    lane: int | None = None  # the provider lane to wait for (see activities.lanes)
 
 
 class GenerateImageOutput(Frozen):
@@ -92,6 +96,7 @@ class GenerateImageOutput(Frozen):
     file_path: str | None = None
     error: str | None = None
     reused: bool = False
+    provider_s: float = 0.0  # how long the provider took (the workflow sizes lanes by it)
 
 
 class MarkFailedInput(Frozen):
@@ -148,6 +153,7 @@ class ImageActivities:
         # Blocking work (file + DB) of the async generate activity runs here: the worker's
         # pool, not asyncio's small default one (6 threads on 2 cores) that a wave outgrows.
         self.executor = executor
+        self.lanes = LaneLocks(self.media_dir)
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -335,9 +341,7 @@ class ImageActivities:
                 return stored
         try:
             async with heartbeating():
-                result = await self.providers.image(inp.provider).generate_image(
-                    model=inp.model_name, prompt=inp.prompt, size=inp.size
-                )
+                result, provider_s = await self._call_provider(inp)
                 cost = image_cost_usd(inp.cost_per_image, 1, result.provider_cost_usd)
                 path = await self._blocking(self._store, inp, result.data, result.mime_type, cost)
         except ProviderError as exc:
@@ -349,8 +353,24 @@ class ImageActivities:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(exc.message, type=exc.code, next_retry_delay=delay) from exc
         return GenerateImageOutput(
-            image_id=inp.image_id, status="generated", cost_usd=cost, file_path=path
+            image_id=inp.image_id,
+            status="generated",
+            cost_usd=cost,
+            file_path=path,
+            provider_s=round(provider_s, 3),
         )
+
+    async def _call_provider(self, inp: GenerateImageInput) -> tuple[ImageResult, float]:
+        """The provider call and its duration, inside the image's lane when it has one:
+        the lane is held only while the provider works, so the next image queued in it
+        starts the moment this one lands."""
+        lane = self.lanes.hold(inp.batch_id, inp.lane) if inp.lane is not None else nullcontext()
+        async with lane:
+            started = time.monotonic()
+            result = await self.providers.image(inp.provider).generate_image(
+                model=inp.model_name, prompt=inp.prompt, size=inp.size
+            )
+            return result, time.monotonic() - started
 
     def _stored(self, image_id: int) -> GenerateImageOutput | None:
         with self.engine.connect() as conn:
@@ -456,3 +476,4 @@ class ImageActivities:
                     finished_at=utcnow(),
                 )
             )
+        self.lanes.remove(inp.batch_id)

@@ -35,11 +35,14 @@ def running_simulator(config: SimConfig | None = None) -> Iterator[SimulatorThre
         sim.stop()
 
 
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released), for connection-refused tests."""
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on, for connection-refused tests. The socket stays bound (not
+    listening) for the whole block, so no other process can take the port meanwhile, and a
+    connect to it is refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 def cluster_prompt(keywords: list[str]) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,9 +71,27 @@ def simulator() -> Iterator[SimulatorThread]:
     sim.stop()
 
 
+# Longer than the longest request a test configures (timeout_hang_s defaults to 30 s).
+SIM_DRAIN_TIMEOUT_S = 60.0
+
+
+def wait_until_idle(sim: SimulatorThread, timeout_s: float = SIM_DRAIN_TIMEOUT_S) -> None:
+    """Wait for requests an earlier test left running (a hang, a slow answer) to leave,
+    so they never count against this test's concurrency limit or counters."""
+    deadline = time.monotonic() + timeout_s
+    while (in_flight := sim.stats()["in_flight"]) > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the simulator still has {in_flight} requests in flight from an earlier "
+                f"test after {timeout_s:.0f} s"
+            )
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def sim(simulator: SimulatorThread) -> Iterator[SimulatorThread]:
     """The simulator with fresh counters and config for this test."""
+    wait_until_idle(simulator)
     simulator.reset()
     yield simulator
     simulator.reset()

@@ -692,24 +692,27 @@ def test_domain_and_temporal_errors_map_to_statuses(
     assert "Unhandled error on GET /boom/bug" in caplog.text
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on: bound (not listening) for the whole test, so no other
+    process can start serving there while the test expects it refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield int(sock.getsockname()[1])
 
 
 def test_unreachable_temporal_never_stops_the_api(
-    db_url: str, caplog: pytest.LogCaptureFixture
+    db_url: str, closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(_env_file=None, database_url=db_url, temporal_port=_closed_port())  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=db_url, temporal_port=closed_port)  # type: ignore[call-arg]
     with caplog.at_level(logging.WARNING, "igny8.api"), TestClient(create_app(settings)) as client:
         body = client.get(f"{API}/health").json()
     assert body["temporal"] == "unavailable" and body["database"] == "ok"
     assert "is unavailable" in caplog.text
 
 
-async def test_connector_retries_lazily_and_only_when_enabled() -> None:
-    settings = Settings(_env_file=None, temporal_port=_closed_port())  # type: ignore[call-arg]
+async def test_connector_retries_lazily_and_only_when_enabled(closed_port: int) -> None:
+    settings = Settings(_env_file=None, temporal_port=closed_port)  # type: ignore[call-arg]
     assert await TemporalConnector(settings, enabled=False).get() is None
     connector = TemporalConnector(settings, timeout_seconds=1, retry_seconds=3600)
     assert await connector.connect() is None

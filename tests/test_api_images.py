@@ -14,8 +14,10 @@ from api.main import create_app
 from domain.reconcile import reconcile
 from tests import builders
 from tests.temporal_fixtures import WorkerCtx
+from workflows.image_batch import BatchProgress, ImageBatchWorkflow
 
 pytestmark = pytest.mark.temporal
+FINISHED = {"completed", "failed", "cancelled"}
 
 
 @pytest_asyncio.fixture
@@ -30,9 +32,13 @@ async def api(wctx: WorkerCtx) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def seeded(wctx: WorkerCtx, credits: int, n_tasks: int = 2) -> tuple[dict, list[int], int]:
+def seeded(
+    wctx: WorkerCtx, credits: int, n_tasks: int = 2, max_concurrency: int = 10
+) -> tuple[dict, list[int], int]:
     builders.billing_config(wctx.engine)
-    builders.model_config(wctx.engine, model_name="img", credits_per_image=2)
+    builders.model_config(
+        wctx.engine, model_name="img", credits_per_image=2, max_concurrency=max_concurrency
+    )
     acct, key = builders.account(wctx.engine, credits=credits)
     site = builders.site(wctx.engine, acct, max_in_article_images=1, image_model="img")
     tasks = [
@@ -51,6 +57,14 @@ async def poll(api: httpx.AsyncClient, headers: dict, batch_id: str, done) -> di
     raise AssertionError(f"batch never reached the state; last {body}")
 
 
+async def closed(wctx: WorkerCtx, batch_id: str) -> BatchProgress:
+    """Wait for the workflow itself to close. The progress query may already report the
+    final status while the finishing activities (close the log, notify, record the batch)
+    are still running; side effects are only checked once the run has really ended."""
+    handle = wctx.client.get_workflow_handle_for(ImageBatchWorkflow.run, batch_id)
+    return await asyncio.wait_for(handle.result(), timeout=60)
+
+
 async def test_start_watch_and_finish_a_batch(api: httpx.AsyncClient, wctx: WorkerCtx):
     headers, tasks, _ = seeded(wctx, credits=50)
     resp = await api.post("/images/batches", json={"task_ids": tasks}, headers=headers)
@@ -60,6 +74,8 @@ async def test_start_watch_and_finish_a_batch(api: httpx.AsyncClient, wctx: Work
     assert (started["images"], started["credits_quoted"]) == (4, 8)
     final = await poll(api, headers, started["batch_id"], lambda b: b["status"] == "completed")
     assert (final["images_done"], final["credits_used"], final["balance"]) == (4, 8, 42)
+    result = await closed(wctx, started["batch_id"])
+    assert (result.status, result.images_done, result.balance) == ("completed", 4, 42)
     balance = (await api.get("/credits/balance", headers=headers)).json()
     assert balance == {"credits": 42, "reserved": 0, "available": 42}
     usage = (await api.get("/credits/usage", headers=headers)).json()
@@ -115,8 +131,10 @@ async def test_unknown_tasks_and_tasks_without_content_are_named(
 
 
 async def test_controls_and_another_accounts_batch(api: httpx.AsyncClient, wctx: WorkerCtx):
+    # One image at a time, 0.3 s each, 20 images: the batch lasts ~6 s of unpaused work, so
+    # pause, resume and cancel all land while images are still waiting to be claimed.
     wctx.sim.configure(latency_s=0.3)
-    headers, tasks, _ = seeded(wctx, credits=100, n_tasks=6)
+    headers, tasks, _ = seeded(wctx, credits=100, n_tasks=10, max_concurrency=1)
     batch_id = (
         await api.post("/images/batches", json={"task_ids": tasks}, headers=headers)
     ).json()["batch_id"]
@@ -127,8 +145,16 @@ async def test_controls_and_another_accounts_batch(api: httpx.AsyncClient, wctx:
     assert (await api.get("/images/batches/not-a-batch", headers=headers)).status_code == 404
     pause = await api.post(f"/images/batches/{batch_id}/pause", headers=headers)
     assert pause.status_code == 202 and pause.json() == {"batch_id": batch_id, "requested": "pause"}
-    paused = await poll(api, headers, batch_id, lambda b: b["status"] == "paused")
-    assert paused["pause_reason"] == "user"
+    # (A pause may land before the plan, when nothing is counted yet: wait for the plan.)
+    paused = await poll(
+        api,
+        headers,
+        batch_id,
+        lambda b: (b["status"] == "paused" and b["images_total"] > 0) or b["status"] in FINISHED,
+    )
+    assert (paused["status"], paused["pause_reason"]) == ("paused", "user"), paused
+    pending = paused["images_total"] - paused["images_done"] - paused["images_failed"]
+    assert pending > paused["images_in_flight"], f"the pause came too late to hold back: {paused}"
     assert (
         await api.post(f"/images/batches/{batch_id}/resume", headers=headers)
     ).status_code == 202
@@ -138,4 +164,6 @@ async def test_controls_and_another_accounts_batch(api: httpx.AsyncClient, wctx:
     ).status_code == 202
     final = await poll(api, headers, batch_id, lambda b: b["status"] == "cancelled")
     assert final["credits_reserved"] == 0
+    result = await closed(wctx, batch_id)
+    assert result.status == "cancelled" and result.images_done < result.images_total, result
     assert reconcile(wctx.engine) == []

@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -520,21 +521,71 @@ def _list_types(temporal: str, address: str, namespace: str) -> dict[str, str]:
     return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) == 2}
 
 
+def _start_dev_server(
+    temporal: str, log_path: Path, attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A dev server of our own (with a `conflict` namespace) and its address. Only the gRPC
+    port is chosen here (the CLI picks free HTTP and metrics ports itself); if something
+    takes that port before the server binds it, the server exits and we try a fresh one."""
+    for attempt in range(1, attempts + 1):
+        address = f"127.0.0.1:{_free_port()}"
+        with log_path.open("w") as log:
+            server = subprocess.Popen(
+                [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+                 "--port", address.rsplit(":", 1)[1], "--namespace", "conflict",
+                 "--log-level", "error"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            if _answers(temporal, server, address):
+                return server, address
+        except BaseException:
+            _stop(server)
+            raise
+        if server.poll() is None:  # alive but never answered: give up on it
+            _stop(server)
+            raise AssertionError(f"the dev server never answered:\n{log_path.read_text()}")
+        output = log_path.read_text()
+        if attempt == attempts or "address already in use" not in output.lower():
+            raise AssertionError(f"the dev server exited with {server.returncode}:\n{output}")
+    raise AssertionError("unreachable")
+
+
+def _answers(temporal: str, server: subprocess.Popen[bytes], address: str) -> bool:
+    """True once `server` itself serves `address`: it answers for its `conflict` namespace
+    (another process owning the port, say the session's dev server, does not)."""
+    deadline = time.monotonic() + 60
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            probe = subprocess.run(
+                [temporal, "operator", "namespace", "describe", "--address", address,
+                 "--namespace", "conflict"],
+                capture_output=True, timeout=30,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            continue
+        if probe.returncode == 0 and server.poll() is None:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 @pytest.mark.temporal
 def test_register_script_against_a_dev_server(tmp_path: Path) -> None:
     """The script registers, is idempotent, and refuses an attribute of the wrong type."""
     if not shutil.which("bash"):
         pytest.skip("bash not installed")
     temporal = temporal_binary()
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    log = (tmp_path / "dev-server.log").open("w")
-    server = subprocess.Popen(
-        [temporal, "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-         "--port", str(port), "--http-port", str(_free_port()),
-         "--metrics-port", str(_free_port()), "--namespace", "conflict", "--log-level", "error"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server, address = _start_dev_server(temporal, tmp_path / "dev-server.log")
 
     def register(namespace: str) -> subprocess.CompletedProcess[str]:
         env = {
@@ -549,6 +600,7 @@ def test_register_script_against_a_dev_server(tmp_path: Path) -> None:
         )
 
     try:
+        assert server.poll() is None, "the dev server exited before the script ran"
         first = register("default")
         assert first.returncode == 0, first.stdout + first.stderr
         again = register("default")
@@ -567,14 +619,9 @@ def test_register_script_against_a_dev_server(tmp_path: Path) -> None:
         conflict = register("conflict")
         assert conflict.returncode == 1
         assert "Igny8RunKind is registered as Int but igny8 needs Keyword" in conflict.stdout
+        assert server.poll() is None, "the dev server exited during the test"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        _stop(server)
 
 
 # ---- the image -------------------------------------------------------------------------------

@@ -83,11 +83,12 @@ async def test_timeout_is_retryable(sim: SimulatorThread):
 
 
 async def test_connection_refused_is_retryable():
-    nowhere = OpenAIProvider("sk-test", f"http://127.0.0.1:{closed_port()}/v1", timeout_s=5)
-    try:
-        error = await _expect_error(_cluster(nowhere))
-    finally:
-        await nowhere.aclose()
+    with closed_port() as port:
+        nowhere = OpenAIProvider("sk-test", f"http://127.0.0.1:{port}/v1", timeout_s=5)
+        try:
+            error = await _expect_error(_cluster(nowhere))
+        finally:
+            await nowhere.aclose()
     assert (error.code, error.retryable) == ("connection_error", True)
     assert error.message.startswith("Could not reach OpenAI")
 
@@ -193,11 +194,12 @@ async def test_runware_errors(sim: SimulatorThread):
 
 
 async def test_runware_connection_refused():
-    runware = RunwareProvider("k", f"http://127.0.0.1:{closed_port()}/runware/v1", timeout_s=5)
-    try:
-        error = await _expect_error(runware.generate_image(model="m", prompt="a tree"))
-    finally:
-        await runware.aclose()
+    with closed_port() as port:
+        runware = RunwareProvider("k", f"http://127.0.0.1:{port}/runware/v1", timeout_s=5)
+        try:
+            error = await _expect_error(runware.generate_image(model="m", prompt="a tree"))
+        finally:
+            await runware.aclose()
     assert (error.code, error.retryable) == ("connection_error", True)
 
 
