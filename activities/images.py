@@ -343,7 +343,10 @@ class ImageActivities:
             async with heartbeating():
                 result, provider_s = await self._call_provider(inp)
                 cost = image_cost_usd(inp.cost_per_image, 1, result.provider_cost_usd)
-                path = await self._blocking(self._store, inp, result.data, result.mime_type, cost)
+                retry = activity.info().attempt > 1
+                path = await self._blocking(
+                    self._store, inp, result.data, result.mime_type, cost, retry
+                )
         except ProviderError as exc:
             if not exc.retryable:
                 await self._blocking(self._mark_failed, inp.image_id, exc.message)
@@ -391,13 +394,16 @@ class ImageActivities:
             )
         return None
 
-    def _store(self, inp: GenerateImageInput, data: bytes, mime: str, cost: Decimal) -> str:
+    def _store(
+        self, inp: GenerateImageInput, data: bytes, mime: str, cost: Decimal, retry: bool
+    ) -> str:
         ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(mime, "png")
         folder = self.media_dir / str(inp.account_id) / "images"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{inp.image_id}.{ext}"
-        for stale in folder.glob(f"{inp.image_id}.*.part"):  # left by a killed attempt
-            stale.unlink(missing_ok=True)
+        if retry:  # a killed attempt may have left a partial file (a scan: only on retries)
+            for stale in folder.glob(f"{inp.image_id}.*.part"):
+                stale.unlink(missing_ok=True)
         tmp = path.with_suffix(f".{ext}.{uuid.uuid4().hex[:8]}.part")  # per attempt
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: a crash leaves no half-written image
