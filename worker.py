@@ -25,7 +25,7 @@ from core.temporal import DATA_CONVERTER
 from domain.ledger import Ledger
 from models.db import make_engine
 from providers.registry import ProviderRegistry
-from workflows.hold_sweeper import SWEEPER_ID, HoldSweeperWorkflow, SweeperInput
+from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput, sweeper_id
 from workflows.image_batch import ImageBatchWorkflow
 
 log = logging.getLogger("igny8.worker")
@@ -89,11 +89,11 @@ def build_worker(
 
 
 async def ensure_hold_sweeper(client: Client, task_queue: str) -> None:
-    """One sweeper per namespace: starting it again while it runs is a no-op."""
+    """One sweeper per task queue: starting it again while it runs is a no-op."""
     await client.start_workflow(
         HoldSweeperWorkflow.run,
         SweeperInput(),
-        id=SWEEPER_ID,
+        id=sweeper_id(task_queue),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary="Releases expired credit holds every 5 minutes",

@@ -164,3 +164,27 @@ async def test_only_a_retry_scans_for_a_killed_attempts_partial_file(
     # The first attempt cannot have left anything, so it skips the directory scan; a retry
     # clears what the killed attempt left.
     assert stale.exists() == (attempt == 1)
+
+
+@pytest.mark.temporal
+async def test_each_task_queue_gets_one_sweeper_of_its_own(temporal_client):
+    from temporalio.client import WorkflowExecutionStatus
+
+    from worker import ensure_hold_sweeper
+    from workflows.hold_sweeper import sweeper_id
+
+    queues = [f"q-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        runs = set()
+        for queue in queues:
+            await ensure_hold_sweeper(temporal_client, queue)
+            desc = await temporal_client.get_workflow_handle(sweeper_id(queue)).describe()
+            assert (desc.task_queue, desc.status) == (queue, WorkflowExecutionStatus.RUNNING)
+            runs.add(desc.run_id)
+        assert len(runs) == 2
+        await ensure_hold_sweeper(temporal_client, queues[0])  # again: the same run goes on
+        again = await temporal_client.get_workflow_handle(sweeper_id(queues[0])).describe()
+        assert again.run_id in runs and again.status == WorkflowExecutionStatus.RUNNING
+    finally:
+        for queue in queues:
+            await temporal_client.get_workflow_handle(sweeper_id(queue)).terminate()

@@ -356,15 +356,14 @@ async def test_history_stays_bounded_by_continuing_as_new(wctx: WorkerCtx):
 
 
 async def stop_hold_sweeper(client, task_queue: str) -> None:
-    """A subprocess worker starts the namespace's hold sweeper on its task queue; once that
-    worker is gone the sweeper would sit on a queue nobody polls (and, being one per
-    namespace, would stand in for the next test's). Terminate it if it is this test's."""
+    """A subprocess worker starts its task queue's hold sweeper; once that worker is gone
+    the sweeper would sit on a queue nobody polls. Terminate it."""
     from temporalio.client import WorkflowExecutionStatus
     from temporalio.service import RPCError
 
-    from workflows.hold_sweeper import SWEEPER_ID
+    from workflows.hold_sweeper import sweeper_id
 
-    sweeper = client.get_workflow_handle(SWEEPER_ID)
+    sweeper = client.get_workflow_handle(sweeper_id(task_queue))
     try:
         desc = await sweeper.describe()
         if desc.task_queue == task_queue and desc.status == WorkflowExecutionStatus.RUNNING:

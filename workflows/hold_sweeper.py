@@ -16,7 +16,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.common import Frozen
     from activities.ledger import ExpireHoldsInput, LedgerActivities
 
-SWEEPER_ID = "igny8-hold-sweeper"
+
+def sweeper_id(task_queue: str) -> str:
+    """One sweeper per task queue: it lives where its workers poll, so a sweeper is never
+    left on a queue nobody serves (holds are in the database; two sweepers are harmless)."""
+    return f"igny8-hold-sweeper-{task_queue}"
 
 
 class SweeperInput(Frozen):

@@ -2,6 +2,10 @@
 log and notify. Durable: a worker crash, a retry or a replay never charges twice, since
 every charge carries the key `<batch_id>:image:<image_id>`.
 
+Concurrency: at most the model's `max_concurrency` provider calls, one per lane; while
+calls are slow a second image waits queued in each lane (activities.lanes), so the next
+call starts as the last one lands rather than a workflow round trip later.
+
 Controls: signals pause / resume / cancel, queries progress / credits. A cancel from the
 Temporal UI or CLI behaves like the cancel signal. History stays bounded: the workflow
 drains in-flight images and continues as new, carrying its state.
