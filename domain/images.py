@@ -8,12 +8,14 @@ from sqlalchemy import Connection, func, select
 
 from domain.pricing import ModelPricing, image_credits, load_billing_defaults, load_model
 from models.pipeline import Content, Image, Task
+from models.runs import ImageBatch
 from models.sites import Site
 
 TASKS = Task.__table__
 CONTENT = Content.__table__
 IMAGES = Image.__table__
 SITES = Site.__table__
+BATCHES = ImageBatch.__table__
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ def quote_batch(
     max_in_article_images: int | None,
 ) -> BatchQuote:
     """How many images a batch would make and what it would cost, before starting it.
-    Images already generated for a slot are not made (or charged) again."""
+    Images already generated for a slot are not made (or charged) again, nor are images
+    another running batch has claimed: the plan leaves those to that batch."""
     tasks = conn.execute(
         select(TASKS.c.id, TASKS.c.site_id).where(
             TASKS.c.id.in_(task_ids), TASKS.c.account_id == account_id
@@ -65,14 +68,16 @@ def quote_batch(
     site = conn.execute(select(SITES).where(SITES.c.id == site_id)).first() if site_id else None
     pricing = resolve_image_model(conn, model, site)
     in_article = in_article_count(max_in_article_images, site)
+    slots = (IMAGES.c.task_id.in_(with_content), IMAGES.c.position <= in_article)
     done = conn.execute(
-        select(func.count()).where(
-            IMAGES.c.task_id.in_(with_content),
-            IMAGES.c.status == "generated",
-            IMAGES.c.position <= in_article,
-        )
+        select(func.count()).where(*slots, IMAGES.c.status == "generated")
     ).scalar_one()
-    images = len(with_content) * (1 + in_article) - done
+    claimed = conn.execute(
+        select(func.count())
+        .select_from(IMAGES.join(BATCHES, IMAGES.c.batch_id == BATCHES.c.batch_id))
+        .where(*slots, IMAGES.c.status == "pending", BATCHES.c.status == "running")
+    ).scalar_one()
+    images = len(with_content) * (1 + in_article) - done - claimed
     return BatchQuote(
         pricing=pricing,
         in_article=in_article,
