@@ -43,7 +43,9 @@ def build_activities(
     ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
     led = LedgerActivities(ledger)
     logs = LoggingActivities(engine)
-    images = ImageActivities(engine, providers, settings.media_dir, executor)
+    images = ImageActivities(
+        engine, providers, settings.media_dir, executor, lane_waiters=settings.activity_concurrency
+    )
     return [
         led.reserve_credits,
         led.deduct_credits,

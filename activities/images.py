@@ -25,7 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.common import Frozen, heartbeating, non_retryable
-from activities.lanes import LaneLocks
+from activities.lanes import DEFAULT_WAITERS, LaneLocks
 from domain.images import in_article_count, resolve_image_model
 from domain.pricing import ModelUnavailable, billed_usd, image_cost_usd, load_billing_defaults
 from models.db import utcnow
@@ -146,6 +146,7 @@ class ImageActivities:
         providers: ProviderRegistry,
         media_dir: Path,
         executor: Executor | None = None,
+        lane_waiters: int = DEFAULT_WAITERS,
     ) -> None:
         self.engine = engine
         self.providers = providers
@@ -153,7 +154,7 @@ class ImageActivities:
         # Blocking work (file + DB) of the async generate activity runs here: the worker's
         # pool, not asyncio's small default one (6 threads on 2 cores) that a wave outgrows.
         self.executor = executor
-        self.lanes = LaneLocks(self.media_dir)
+        self.lanes = LaneLocks(self.media_dir, lane_waiters)
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -335,15 +336,16 @@ class ImageActivities:
     @activity.defn(name="generate_image")
     async def generate_image(self, inp: GenerateImageInput) -> GenerateImageOutput:
         """Generate, download and store one image; a stored image is never made twice."""
-        if activity.info().attempt > 1:  # only a retry can find its image already stored
-            stored = await self._blocking(self._stored, inp.image_id)
-            if stored is not None:
-                return stored
+        retry = activity.info().attempt > 1  # only a retry can find its image already stored
+        if retry and (stored := await self._blocking(self._stored, inp.image_id)):
+            return stored
         try:
             async with heartbeating():
-                result, provider_s = await self._call_provider(inp)
+                called = await self._call_provider(inp, retry)
+                if isinstance(called, GenerateImageOutput):
+                    return called
+                result, provider_s = called
                 cost = image_cost_usd(inp.cost_per_image, 1, result.provider_cost_usd)
-                retry = activity.info().attempt > 1
                 path = await self._blocking(
                     self._store, inp, result.data, result.mime_type, cost, retry
                 )
@@ -363,12 +365,17 @@ class ImageActivities:
             provider_s=round(provider_s, 3),
         )
 
-    async def _call_provider(self, inp: GenerateImageInput) -> tuple[ImageResult, float]:
+    async def _call_provider(
+        self, inp: GenerateImageInput, retry: bool
+    ) -> tuple[ImageResult, float] | GenerateImageOutput:
         """The provider call and its duration, inside the image's lane when it has one:
         the lane is held only while the provider works, so the next image queued in it
-        starts the moment this one lands."""
+        starts the moment this one lands. A retry looks again once it has the lane: the
+        attempt it replaced may still have been running ahead of it, and stored the image."""
         lane = self.lanes.hold(inp.batch_id, inp.lane) if inp.lane is not None else nullcontext()
         async with lane:
+            if retry and (stored := await self._blocking(self._stored, inp.image_id)):
+                return stored
             started = time.monotonic()
             result = await self.providers.image(inp.provider).generate_image(
                 model=inp.model_name, prompt=inp.prompt, size=inp.size

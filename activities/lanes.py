@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import os
-import re
 import shutil
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,21 +25,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 LANES_DIR = ".lanes"
-# A waiter blocks a thread in flock; lanes per batch are capped by the workflow (its
-# MAX_CONCURRENCY), so this many threads never queue behind one another.
-MAX_WAITERS = 256
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# A waiter blocks a thread in flock. The pool is per worker process, shared by every
+# batch it serves; the worker sizes it to its activity slots (ACTIVITY_CONCURRENCY), so a
+# waiter never queues behind another waiter's thread.
+DEFAULT_WAITERS = 256
 
 
 class LaneLocks:
     """Exclusive lanes as file locks under `root` (the media folder)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_waiters: int = DEFAULT_WAITERS) -> None:
         self.root = Path(root) / LANES_DIR
+        self.max_waiters = max_waiters
         self._waiters: ThreadPoolExecutor | None = None
 
     def folder(self, batch_id: str) -> Path:
-        return self.root / _UNSAFE.sub("_", batch_id)
+        """A digest, not the id itself: any id maps to one plain folder name of its own
+        (no `..`, no separators), so removing it can never reach outside the lanes."""
+        return self.root / hashlib.sha256(batch_id.encode()).hexdigest()[:32]
 
     @asynccontextmanager
     async def hold(self, batch_id: str, lane: int) -> AsyncIterator[None]:
@@ -64,10 +67,11 @@ class LaneLocks:
     def close(self) -> None:
         if self._waiters is not None:
             self._waiters.shutdown(wait=False, cancel_futures=True)
+            self._waiters = None
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._waiters is None:
-            self._waiters = ThreadPoolExecutor(MAX_WAITERS, thread_name_prefix="lane")
+            self._waiters = ThreadPoolExecutor(self.max_waiters, thread_name_prefix="lane")
         return self._waiters
 
 

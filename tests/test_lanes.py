@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,50 +19,80 @@ from tests import builders
 from tests.temporal_fixtures import WorkerCtx
 from workflows.client import start_image_batch
 
-HELD = 0.3
-
 
 async def test_one_holder_per_lane_and_lanes_are_independent(tmp_path: Path):
     lanes = LaneLocks(tmp_path)
-    order: list[str] = []
+    release_a = asyncio.Event()
+    a_holds = asyncio.Event()
 
-    async def use(lane: int, name: str) -> None:
-        async with lanes.hold("b1", lane):
-            order.append(f"{name}+")
-            await asyncio.sleep(HELD)
-            order.append(f"{name}-")
+    async def a() -> None:
+        async with lanes.hold("b1", 0):
+            a_holds.set()
+            await release_a.wait()
 
-    first = asyncio.create_task(use(0, "a"))
-    await asyncio.sleep(0.05)  # a holds lane 0
-    await asyncio.gather(use(0, "b"), use(1, "c"), first)
-    # b waited for a to let go; c, on another lane, did not wait for anyone
-    assert order.index("b+") > order.index("a-")
-    assert order.index("c+") < order.index("a-")
+    first = asyncio.create_task(a())
+    await a_holds.wait()
+    b = asyncio.create_task(lanes.hold("b1", 0).__aenter__())
+    async with asyncio.timeout(10):
+        async with lanes.hold("b1", 1):  # another lane: no waiting for a
+            pass
+    await asyncio.sleep(0.2)
+    assert not b.done()  # the same lane: b waits while a holds it
+    release_a.set()
+    await first
+    async with asyncio.timeout(10):
+        await b  # and gets it once a lets go
     lanes.close()
 
 
-async def test_a_cancelled_waiter_gives_the_lane_back(tmp_path: Path):
+async def test_a_cancelled_waiter_gives_the_lane_back(tmp_path: Path, monkeypatch):
+    from activities import lanes as lanes_module
+
     lanes = LaneLocks(tmp_path)
     release = asyncio.Event()
+    held = asyncio.Event()
 
     async def holder() -> None:
         async with lanes.hold("b1", 0):
+            held.set()
             await release.wait()
 
-    held = asyncio.create_task(holder())
-    await asyncio.sleep(0.05)
+    holding = asyncio.create_task(holder())
+    await held.wait()
+    # Know when the waiter's thread is really in flock (not merely queued), so the cancel
+    # below exercises the give-back path rather than dropping a call that never ran.
+    in_flock = threading.Event()
+    real_acquire = lanes_module._acquire
+
+    def spying_acquire(path: Path) -> int:
+        in_flock.set()
+        return real_acquire(path)
+
+    monkeypatch.setattr(lanes_module, "_acquire", spying_acquire)
     waiter = asyncio.create_task(lanes.hold("b1", 0).__aenter__())
-    await asyncio.sleep(0.05)
-    waiter.cancel()  # its thread is still blocked in flock, and gets the lock later
+    async with asyncio.timeout(10):
+        while not in_flock.is_set():
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    waiter.cancel()  # its thread stays blocked in flock, and gets the lock later
     with pytest.raises(asyncio.CancelledError):
         await waiter
     release.set()
-    await held
+    await holding
     # if the cancelled waiter kept the lock, this would block forever
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(10):
         async with lanes.hold("b1", 0):
             pass
     lanes.close()
+
+
+def test_any_batch_id_maps_inside_the_lanes_folder(tmp_path: Path):
+    lanes = LaneLocks(tmp_path)
+    folders = {lanes.folder(b) for b in ["..", "a/b", "a_b", "/etc", "image-batch-1-abc"]}
+    assert len(folders) == 5
+    assert all(f.parent == tmp_path / ".lanes" for f in folders)
+    lanes.remove("..")
+    assert tmp_path.exists()
 
 
 async def test_a_killed_process_never_strands_its_lane(tmp_path: Path):

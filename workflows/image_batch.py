@@ -86,7 +86,10 @@ GENERATE_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 DB_TIMEOUT = timedelta(seconds=15)
-GENERATE_TIMEOUT = timedelta(seconds=300)  # a queued image first waits out its lane
+# A queued image first waits out the call ahead of it in its lane (the provider call and
+# its download, each up to the provider timeout), then makes its own; a dead worker is
+# still noticed within the heartbeat timeout.
+GENERATE_TIMEOUT = timedelta(seconds=600)
 GENERATE_HEARTBEAT = timedelta(seconds=10)
 # While paused, the hold is kept alive (the ledger's TTL would otherwise release it).
 HOLD_KEEPALIVE = timedelta(minutes=15)
@@ -128,6 +131,7 @@ class BatchState(BaseModel):
     pauses: int = 0
     cancel_requested: bool = False
     runs: int = 1
+    call_s: float | None = None  # moving average of provider call seconds (lane depth)
 
 
 class ImageBatchInput(Frozen):
@@ -188,7 +192,6 @@ class ImageBatchWorkflow:
         self._generating = 0
         # Generations per provider lane: one at the provider, one queued behind it.
         self._lane_load: list[int] = []
-        self._call_s: float | None = None  # moving average of provider call seconds
         self._early_controls: list[str] = []
         self._temporal_cancel = False
         self._charge_queue: list[tuple[Charge, asyncio.Future[DeductOutcome]]] = []
@@ -444,16 +447,18 @@ class ImageBatchWorkflow:
     # ---- one image -------------------------------------------------------------------
     def _lane_depth(self) -> int:
         """Deep lanes until calls prove fast: real image models take seconds."""
-        slow = self._call_s is None or self._call_s >= DEEP_LANES_MIN_CALL_S
+        call_s = self._require_state().call_s
+        slow = call_s is None or call_s >= DEEP_LANES_MIN_CALL_S
         return LANE_DEPTH if slow else 1
 
     def _record_call(self, gen: GenerateImageOutput) -> None:
+        s = self._require_state()
         if gen.status != "generated" or gen.reused:
             return
-        if self._call_s is None:
-            self._call_s = gen.provider_s
+        if s.call_s is None:
+            s.call_s = gen.provider_s
         else:
-            self._call_s += CALL_AVERAGE_WEIGHT * (gen.provider_s - self._call_s)
+            s.call_s += CALL_AVERAGE_WEIGHT * (gen.provider_s - s.call_s)
 
     async def _process(self, slot: ImageSlot) -> None:
         gen = await self._generate(slot)
@@ -476,8 +481,9 @@ class ImageBatchWorkflow:
 
     def _pick_lane(self) -> int:
         width = self._concurrency()
-        if len(self._lane_load) != width:
-            self._lane_load = [0] * width  # only ever resized with nothing in flight
+        if len(self._lane_load) != width:  # the plan's concurrency is fixed for a batch
+            assert self._generating == 0, "lanes resized with generations in flight"
+            self._lane_load = [0] * width
         return min(range(width), key=self._lane_load.__getitem__)
 
     async def _generate_once(self, slot: ImageSlot, lane: int) -> GenerateImageOutput:
@@ -508,7 +514,10 @@ class ImageBatchWorkflow:
             marked = await self._mark_failed(slot.image_id, message, withdraw=False)
             if marked.stored:  # an attempt stored it before failing: it is delivered, so charged
                 return GenerateImageOutput(
-                    image_id=slot.image_id, status="generated", cost_usd=marked.cost_usd
+                    image_id=slot.image_id,
+                    status="generated",
+                    cost_usd=marked.cost_usd,
+                    reused=True,
                 )
             return GenerateImageOutput(image_id=slot.image_id, status="failed", error=message)
 
