@@ -18,6 +18,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.images import ImageActivities
+from activities.lanes import LaneLocks
 from activities.ledger import LedgerActivities
 from activities.logging import LoggingActivities
 from core.settings import Settings, get_settings
@@ -105,6 +106,7 @@ async def ensure_hold_sweeper(client: Client, task_queue: str) -> None:
 async def run_worker(settings: Settings | None = None) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight work and stop."""
     settings = settings or get_settings()
+    LaneLocks(settings.media_dir).check()  # fail fast, not with 2×C provider calls later
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     client = await connect(settings)
     stop = asyncio.Event()

@@ -29,6 +29,7 @@ LANES_DIR = ".lanes"
 # batch it serves; the worker sizes it to its activity slots (ACTIVITY_CONCURRENCY), so a
 # waiter never queues behind another waiter's thread.
 DEFAULT_WAITERS = 256
+_NEEDS = "provider lanes need MEDIA_DIR on a filesystem with working flock (a local disk or volume)"
 
 
 class LaneLocks:
@@ -59,6 +60,27 @@ class LaneLocks:
             yield
         finally:
             _release(fd)
+
+    def check(self) -> None:
+        """Refuse to run on a folder whose `flock` does not exclude (some network or FUSE
+        mounts make it a no-op or an error): lanes would then let 2×C calls through."""
+        probe = self.root / "probe.lock"
+        try:
+            first = _acquire(probe)
+        except OSError as exc:
+            raise RuntimeError(f"{self.root}: file locks fail ({exc}); {_NEEDS}") from exc
+        second = os.open(probe, os.O_RDWR)
+        try:
+            fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # excluded, as it must be
+        except OSError as exc:
+            raise RuntimeError(f"{self.root}: file locks fail ({exc}); {_NEEDS}") from exc
+        finally:
+            os.close(second)
+            _release(first)
+            probe.unlink(missing_ok=True)
+        raise RuntimeError(f"{self.root}: file locks do not exclude; {_NEEDS}")
 
     def remove(self, batch_id: str) -> None:
         """Drop a finished batch's lock files (nothing can be waiting on them by then)."""

@@ -170,3 +170,106 @@ async def test_batch_queues_behind_lanes_but_never_exceeds_the_provider_limit(wc
     assert len(generations) == 2 * limit
     assert not LaneLocks(wctx.settings.media_dir).folder(handle.id).exists()
     assert reconcile(wctx.engine) == []
+
+
+async def test_a_retry_waiting_in_the_lane_reuses_what_the_attempt_ahead_stored(
+    engine, sim, tmp_path: Path
+):
+    """Attempt 1 outlived its heartbeat and still holds the lane when attempt 2 starts; it
+    stores the image and lets go. Attempt 2 must not pay the provider for it again."""
+    import dataclasses
+    from decimal import Decimal
+
+    from sqlmodel import Session
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.images import GenerateImageInput, ImageActivities
+    from models import Image
+    from providers.registry import ProviderRegistry
+
+    acct, _ = builders.account(engine, credits=10)
+    site = builders.site(engine, acct)
+    task, _ = builders.task_with_content(engine, acct, site.id, "Tea")
+    with Session(engine, expire_on_commit=False) as s:
+        image = Image(account_id=acct, site_id=site.id, task_id=task.id, prompt="a teapot")
+        s.add(image)
+        s.commit()
+    providers = ProviderRegistry(simulator_url=sim.url, timeout_s=10)
+    acts = ImageActivities(engine, providers, tmp_path / "media")
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2)
+    inp = GenerateImageInput(
+        batch_id="image-batch-1-abc",
+        account_id=acct,
+        image_id=image.id,
+        model_name="gpt-image-1",
+        provider="openai",
+        prompt="a teapot",
+        cost_per_image=Decimal("0.04"),
+        credits_per_image=1,
+        lane=0,
+    )
+    first_attempt = LaneLocks(tmp_path / "media")
+    async with first_attempt.hold(inp.batch_id, 0):
+        retry = asyncio.create_task(env.run(acts.generate_image, inp))
+        await asyncio.sleep(0.3)
+        assert not retry.done()  # waiting behind attempt 1
+        stored = tmp_path / "media" / "stored.png"
+        stored.write_bytes(b"\x89PNG from attempt 1")
+        with Session(engine) as s:
+            row = s.get(Image, image.id)
+            row.status, row.file_path, row.cost_usd = "generated", str(stored), Decimal("0.04")
+            s.add(row)
+            s.commit()
+    out = await asyncio.wait_for(retry, 10)
+    assert (out.status, out.reused, out.file_path) == ("generated", True, str(stored))
+    assert sim.stats()["images_generated"] == 0  # the provider was not paid twice
+    await providers.aclose()
+    first_attempt.close()
+    acts.lanes.close()
+
+
+def test_lanes_go_deep_for_slow_calls_and_shallow_for_fast_ones():
+    from activities.images import GenerateImageOutput
+    from workflows.image_batch import LANE_DEPTH, BatchState, ImageBatchWorkflow
+
+    wf = ImageBatchWorkflow()
+    wf._s = BatchState(task_log_id=1)
+    assert wf._lane_depth() == LANE_DEPTH == 2  # real image models take seconds
+
+    def landed(seconds: float, **extra) -> None:
+        out = GenerateImageOutput(image_id=1, status="generated", provider_s=seconds, **extra)
+        wf._record_call(out)
+
+    landed(0.01)
+    assert wf._lane_depth() == 1  # a fast provider: queueing would only crowd the workers
+    for _ in range(20):
+        landed(1.0)
+    assert wf._lane_depth() == 2
+    before = wf._s.call_s
+    landed(0.0, reused=True)  # a reused image says nothing about the provider
+    wf._record_call(GenerateImageOutput(image_id=2, status="failed", error="refused"))
+    assert wf._s.call_s == before
+    # the average lives in the state that continue-as-new carries
+    assert BatchState.model_validate(wf._s.model_dump()).call_s == before
+
+
+def test_the_worker_refuses_a_folder_whose_locks_do_not_exclude(tmp_path: Path, monkeypatch):
+    from activities import lanes as lanes_module
+
+    LaneLocks(tmp_path).check()  # a local disk: fine
+    monkeypatch.setattr(lanes_module.fcntl, "flock", lambda fd, op: None)  # a no-op mount
+    with pytest.raises(RuntimeError, match="do not exclude"):
+        LaneLocks(tmp_path).check()
+
+    def failing(fd: int, op: int) -> None:
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(lanes_module.fcntl, "flock", failing)
+    with pytest.raises(RuntimeError, match="file locks fail"):
+        LaneLocks(tmp_path).check()
+
+
+def test_the_check_leaves_no_file_behind(tmp_path: Path):
+    LaneLocks(tmp_path).check()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
