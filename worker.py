@@ -62,6 +62,7 @@ def build_activities(
         images.generate_image,
         images.mark_image_failed,
         images.finish_image_batch,
+        images.set_batch_lanes,
     ]
 
 

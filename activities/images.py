@@ -91,7 +91,7 @@ class GenerateImageInput(Frozen):
 
 class GenerateImageOutput(Frozen):
     image_id: int
-    status: str  # generated | failed
+    status: str  # generated | failed | deferred (paused or cancelled before the provider)
     cost_usd: Decimal = Decimal("0")
     file_path: str | None = None
     error: str | None = None
@@ -110,6 +110,11 @@ class MarkFailedOutput(Frozen):
 
     stored: bool
     cost_usd: Decimal = Decimal("0")
+
+
+class LanesInput(Frozen):
+    batch_id: str
+    stopped: bool
 
 
 class FinishBatchInput(Frozen):
@@ -376,6 +381,8 @@ class ImageActivities:
         async with lane:
             if retry and (stored := await self._blocking(self._stored, inp.image_id)):
                 return stored
+            if inp.lane is not None and self.lanes.stopped(inp.batch_id):
+                return GenerateImageOutput(image_id=inp.image_id, status="deferred")
             started = time.monotonic()
             result = await self.providers.image(inp.provider).generate_image(
                 model=inp.model_name, prompt=inp.prompt, size=inp.size
@@ -472,6 +479,14 @@ class ImageActivities:
                 updated_at=utcnow(),
             )
         )
+
+    @activity.defn(name="set_batch_lanes")
+    def set_batch_lanes(self, inp: LanesInput) -> None:
+        """Stop (pause, cancel) or restart (resume) the batch's lanes for every worker."""
+        if inp.stopped:
+            self.lanes.stop(inp.batch_id)
+        else:
+            self.lanes.go(inp.batch_id)
 
     @activity.defn(name="finish_image_batch")
     def finish_image_batch(self, inp: FinishBatchInput) -> None:

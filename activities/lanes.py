@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 LANES_DIR = ".lanes"
+STOPPED = "stopped"
 # A waiter blocks a thread in flock. The pool is per worker process, shared by every
 # batch it serves; the worker sizes it to its activity slots (ACTIVITY_CONCURRENCY), so a
 # waiter never queues behind another waiter's thread.
@@ -81,6 +82,19 @@ class LaneLocks:
             _release(first)
             probe.unlink(missing_ok=True)
         raise RuntimeError(f"{self.root}: file locks do not exclude; {_NEEDS}")
+
+    def stop(self, batch_id: str) -> None:
+        """Paused or cancelled: an image that gets its lane from now on does not call the
+        provider (calls already there finish). A marker file, so every worker sees it."""
+        folder = self.folder(batch_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STOPPED).touch()
+
+    def go(self, batch_id: str) -> None:
+        (self.folder(batch_id) / STOPPED).unlink(missing_ok=True)
+
+    def stopped(self, batch_id: str) -> bool:
+        return (self.folder(batch_id) / STOPPED).exists()
 
     def remove(self, batch_id: str) -> None:
         """Drop a finished batch's lock files (nothing can be waiting on them by then)."""

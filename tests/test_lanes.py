@@ -273,3 +273,34 @@ def test_the_worker_refuses_a_folder_whose_locks_do_not_exclude(tmp_path: Path, 
 def test_the_check_leaves_no_file_behind(tmp_path: Path):
     LaneLocks(tmp_path).check()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.temporal
+async def test_a_pause_stops_the_images_still_queued_in_their_lanes(wctx: WorkerCtx):
+    """Deep lanes hold C images at the provider and C queued behind them. A pause lets the
+    C at the provider land and sends the queued ones back to pending, unpaid."""
+    from tests.test_image_batch import FINISHED, setup_tasks, wait_for
+    from workflows.image_batch import ControlInput, ImageBatchWorkflow
+
+    limit = 2
+    wctx.sim.configure(latency_s=1.5)  # slow: lanes stay deep
+    acct, cfg, task_ids = setup_tasks(wctx, credits=100, n_tasks=5, max_concurrency=limit)
+    handle = await start_image_batch(
+        wctx.client, wctx.task_queue, account_id=acct, task_ids=task_ids, model=cfg.model_name
+    )
+    early = await wait_for(handle, lambda p: p.images_done >= limit)
+    await handle.signal(ImageBatchWorkflow.pause, ControlInput(reason="user"))
+    paused = await wait_for(
+        handle,
+        lambda p: (p.status == "paused" and p.images_in_flight == 0) or p.status in FINISHED,
+    )
+    assert paused.status == "paused", paused
+    # Without the stop, the queued wave would land too: early + 2 × limit.
+    assert paused.images_done <= early.images_done + limit, (early, paused)
+    assert wctx.sim.stats()["images_generated"] == paused.images_done  # no call wasted
+    assert paused.images_failed == 0 and paused.credits_used == 2 * paused.images_done
+    await handle.signal(ImageBatchWorkflow.resume, ControlInput())
+    result = await handle.result()
+    assert (result.status, result.images_done, result.credits_used) == ("completed", 10, 20)
+    assert wctx.sim.stats()["images_generated"] == 10
+    assert reconcile(wctx.engine) == []

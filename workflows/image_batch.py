@@ -4,7 +4,8 @@ every charge carries the key `<batch_id>:image:<image_id>`.
 
 Concurrency: at most the model's `max_concurrency` provider calls, one per lane; while
 calls are slow a second image waits queued in each lane (activities.lanes), so the next
-call starts as the last one lands rather than a workflow round trip later.
+call starts as the last one lands rather than a workflow round trip later. Pause and
+cancel stop the lanes: queued images go back to pending without calling the provider.
 
 Controls: signals pause / resume / cancel, queries progress / credits. A cancel from the
 Temporal UI or CLI behaves like the cancel signal. History stays bounded: the workflow
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         GenerateImageOutput,
         ImageActivities,
         ImageSlot,
+        LanesInput,
         MarkFailedInput,
         MarkFailedOutput,
         PlanInput,
@@ -132,6 +134,7 @@ class BatchState(BaseModel):
     cancel_requested: bool = False
     runs: int = 1
     call_s: float | None = None  # moving average of provider call seconds (lane depth)
+    lanes_stopped: bool = False  # the workers know the batch is paused or cancelled
 
 
 class ImageBatchInput(Frozen):
@@ -254,6 +257,8 @@ class ImageBatchWorkflow:
             # A cancel from the Temporal UI/CLI: stop claiming, let in-flight finish.
             self._temporal_cancel = True
             self._request_cancel()
+            if self._s is not None:
+                await self._shielded(self._sync_lanes())
             await workflow.wait_condition(lambda: self._in_flight == 0)
         if self._should_roll():
             self._continue_as_new()
@@ -358,7 +363,12 @@ class ImageBatchWorkflow:
         while True:
             try:
                 await workflow.wait_condition(
-                    lambda: self._can_claim() or self._drained() or self._ready_to_roll(),
+                    lambda: (
+                        self._can_claim()
+                        or self._drained()
+                        or self._ready_to_roll()
+                        or self._lanes_out_of_step()
+                    ),
                     timeout=HOLD_KEEPALIVE if s.paused and s.hold_id else None,
                 )
             except TimeoutError:
@@ -366,12 +376,34 @@ class ImageBatchWorkflow:
                 continue
             if self._drained() or self._ready_to_roll():
                 return
+            if self._lanes_out_of_step():
+                await self._sync_lanes()
+                continue
             if s.uncharged:
                 charge = s.uncharged.pop(0)
                 self._spawn(self._charge(charge), charge.image_id)
             else:
                 slot = s.pending.pop(0)
                 self._spawn(self._process(slot), slot.image_id)
+
+    def _lanes_out_of_step(self) -> bool:
+        s = self._require_state()
+        return (s.paused or s.cancel_requested) != s.lanes_stopped
+
+    async def _sync_lanes(self) -> None:
+        """Tell the workers the batch paused, resumed or was cancelled: an image still
+        waiting for its lane then goes back to pending instead of calling the provider."""
+        s, inp = self._require_state(), self._require_inp()
+        while self._lanes_out_of_step():
+            stopped = s.paused or s.cancel_requested
+            await workflow.execute_activity_method(
+                ImageActivities.set_batch_lanes,
+                LanesInput(batch_id=inp.batch_id, stopped=stopped),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary="Stop the provider lanes" if stopped else "Restart the provider lanes",
+            )
+            s.lanes_stopped = stopped
 
     async def _keep_hold(self) -> None:
         """A long pause keeps its credits: push the hold's expiry out again."""
@@ -463,6 +495,9 @@ class ImageBatchWorkflow:
     async def _process(self, slot: ImageSlot) -> None:
         gen = await self._generate(slot)
         self._record_call(gen)
+        if gen.status == "deferred":  # paused or cancelled before it reached the provider
+            self._require_state().pending.insert(0, slot)
+            return
         if gen.status == "generated":
             await self._charge(Charge(image_id=slot.image_id, cost_usd=gen.cost_usd))
         else:
