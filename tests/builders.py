@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
+from temporalio.testing import ActivityEnvironment
 
+from activities.images import GenerateImageInput
 from domain.accounts import create_account
-from models import AIModelConfig, BillingConfiguration, Content, Sector, Site, Task
+from models import AIModelConfig, BillingConfiguration, Content, Image, Sector, Site, Task
 
 
 def account(engine: Engine, credits: int = 100, name: str | None = None) -> tuple[int, str]:
@@ -70,3 +73,37 @@ def task_with_content(
         session.add(content)
         session.commit()
         return task, content
+
+
+def pending_image(engine: Engine, prompt: str = "a cup of coffee") -> tuple[int, Image]:
+    """An account with one task (with content) and one pending image row for it."""
+    acct, _ = account(engine, credits=10)
+    row_site = site(engine, acct)
+    task, _ = task_with_content(engine, acct, row_site.id, "Coffee")
+    with Session(engine, expire_on_commit=False) as session:
+        image = Image(account_id=acct, site_id=row_site.id, task_id=task.id, prompt=prompt)
+        session.add(image)
+        session.commit()
+        return acct, image
+
+
+def generate_input(account_id: int, image: Image, **overrides: Any) -> GenerateImageInput:
+    fields: dict[str, Any] = {
+        "batch_id": "image-batch-1-abc",
+        "account_id": account_id,
+        "image_id": image.id,
+        "model_name": "gpt-image-1",
+        "provider": "openai",
+        "prompt": image.prompt,
+        "cost_per_image": Decimal("0.04"),
+        "credits_per_image": 1,
+    }
+    fields.update(overrides)
+    return GenerateImageInput(**fields)
+
+
+def activity_env(attempt: int = 1) -> ActivityEnvironment:
+    """An activity environment whose info says this is the given attempt."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=attempt)
+    return env

@@ -114,43 +114,18 @@ async def test_sweeper_releases_an_expired_hold_in_skipped_time(
 async def _generate_attempt(engine, sim, tmp_path, attempt: int):
     """Run generate_image for a fresh image row as the given attempt, with a partial file
     that a killed earlier attempt would have left beside it."""
-    import dataclasses
-    from decimal import Decimal
-
-    from sqlmodel import Session
-
-    from activities.images import GenerateImageInput, ImageActivities
-    from models import Image
+    from activities.images import ImageActivities
     from providers.registry import ProviderRegistry
 
-    acct, _ = builders.account(engine, credits=10)
-    site = builders.site(engine, acct)
-    task, _ = builders.task_with_content(engine, acct, site.id, "Coffee")
-    with Session(engine, expire_on_commit=False) as s:
-        image = Image(account_id=acct, site_id=site.id, task_id=task.id, prompt="a cup")
-        s.add(image)
-        s.commit()
+    acct, image = builders.pending_image(engine)
     folder = tmp_path / "media" / str(acct) / "images"
     folder.mkdir(parents=True)
     stale = folder / f"{image.id}.png.deadbeef.part"
     stale.write_bytes(b"half an image")
     providers = ProviderRegistry(simulator_url=sim.url, timeout_s=10)
     acts = ImageActivities(engine, providers, tmp_path / "media")
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=attempt)
-    out = await env.run(
-        acts.generate_image,
-        GenerateImageInput(
-            batch_id="b",
-            account_id=acct,
-            image_id=image.id,
-            model_name="gpt-image-1",
-            provider="openai",
-            prompt="a cup",
-            cost_per_image=Decimal("0.04"),
-            credits_per_image=1,
-        ),
-    )
+    env = builders.activity_env(attempt)
+    out = await env.run(acts.generate_image, builders.generate_input(acct, image))
     await providers.aclose()
     return out, stale
 

@@ -29,6 +29,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from cli.main import app as cli_app
 from core.settings import Settings
 from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
+from tests.procs import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -571,12 +572,7 @@ def _answers(temporal: str, server: subprocess.Popen[bytes], address: str) -> bo
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    stop(server, timeout_s=15)
 
 
 @pytest.mark.temporal

@@ -14,6 +14,7 @@ from domain.operator_sql import OPERATOR_QUERIES
 from domain.reconcile import reconcile
 from models import AITaskLog, CreditUsageLog, Image, Notification
 from tests import builders
+from tests.procs import stop
 from tests.temporal_fixtures import WorkerCtx
 from workflows.client import start_image_batch
 from workflows.image_batch import EVENTS_PER_IMAGE_MAX
@@ -418,12 +419,7 @@ async def test_worker_killed_with_sigkill_mid_batch_finishes_without_double_char
     try:
         result = await asyncio.wait_for(handle.result(), timeout=180)
     finally:
-        second.terminate()
-        try:
-            second.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            second.kill()
-            second.wait()
+        stop(second, timeout_s=30)
         await stop_hold_sweeper(temporal_env.client, task_queue)
     assert (result.status, result.images_done, result.images_failed) == ("completed", 30, 0)
     assert generated_images(engine) == 30 and deductions(engine) == 30

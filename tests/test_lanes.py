@@ -177,38 +177,19 @@ async def test_a_retry_waiting_in_the_lane_reuses_what_the_attempt_ahead_stored(
 ):
     """Attempt 1 outlived its heartbeat and still holds the lane when attempt 2 starts; it
     stores the image and lets go. Attempt 2 must not pay the provider for it again."""
-    import dataclasses
     from decimal import Decimal
 
     from sqlmodel import Session
-    from temporalio.testing import ActivityEnvironment
 
-    from activities.images import GenerateImageInput, ImageActivities
+    from activities.images import ImageActivities
     from models import Image
     from providers.registry import ProviderRegistry
 
-    acct, _ = builders.account(engine, credits=10)
-    site = builders.site(engine, acct)
-    task, _ = builders.task_with_content(engine, acct, site.id, "Tea")
-    with Session(engine, expire_on_commit=False) as s:
-        image = Image(account_id=acct, site_id=site.id, task_id=task.id, prompt="a teapot")
-        s.add(image)
-        s.commit()
+    acct, image = builders.pending_image(engine, prompt="a teapot")
     providers = ProviderRegistry(simulator_url=sim.url, timeout_s=10)
     acts = ImageActivities(engine, providers, tmp_path / "media")
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=2)
-    inp = GenerateImageInput(
-        batch_id="image-batch-1-abc",
-        account_id=acct,
-        image_id=image.id,
-        model_name="gpt-image-1",
-        provider="openai",
-        prompt="a teapot",
-        cost_per_image=Decimal("0.04"),
-        credits_per_image=1,
-        lane=0,
-    )
+    env = builders.activity_env(attempt=2)
+    inp = builders.generate_input(acct, image, lane=0)
     first_attempt = LaneLocks(tmp_path / "media")
     async with first_attempt.hold(inp.batch_id, 0):
         retry = asyncio.create_task(env.run(acts.generate_image, inp))
