@@ -97,7 +97,9 @@ class LaneLocks:
         return (self.folder(batch_id) / STOPPED).exists()
 
     def remove(self, batch_id: str) -> None:
-        """Drop a finished batch's lock files (nothing can be waiting on them by then)."""
+        """Drop a finished batch's lock files. Its own generations are all settled by then;
+        only a stray attempt that outlived its heartbeat could still come, and it would
+        merely recreate an empty folder."""
         shutil.rmtree(self.folder(batch_id), ignore_errors=True)
 
     def close(self) -> None:
