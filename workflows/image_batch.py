@@ -386,16 +386,19 @@ class ImageBatchWorkflow:
                 slot = s.pending.pop(0)
                 self._spawn(self._process(slot), slot.image_id)
 
-    def _lanes_out_of_step(self) -> bool:
+    def _lanes_should_stop(self) -> bool:
         s = self._require_state()
-        return (s.paused or s.cancel_requested) != s.lanes_stopped
+        return s.paused or s.cancel_requested
+
+    def _lanes_out_of_step(self) -> bool:
+        return self._lanes_should_stop() != self._require_state().lanes_stopped
 
     async def _sync_lanes(self) -> None:
         """Tell the workers the batch paused, resumed or was cancelled: an image still
         waiting for its lane then goes back to pending instead of calling the provider."""
         s, inp = self._require_state(), self._require_inp()
         while self._lanes_out_of_step():
-            stopped = s.paused or s.cancel_requested
+            stopped = self._lanes_should_stop()
             await workflow.execute_activity_method(
                 ImageActivities.set_batch_lanes,
                 LanesInput(batch_id=inp.batch_id, stopped=stopped),
