@@ -13,6 +13,7 @@ from models.billing import (
     CreditUsageLog,
     CreditUsageLogPublic,
 )
+from models.engine import AICall, ProviderBackoff, ProviderSlot
 from models.logs import AITaskLog, AITaskLogPublic, Notification, NotificationPublic
 from models.pipeline import (
     Cluster,
@@ -36,6 +37,7 @@ from models.sites import (
 )
 
 __all__ = [
+    "AICall",
     "AIModelConfig",
     "AIModelConfigCreate",
     "AIModelConfigPublic",
@@ -63,6 +65,8 @@ __all__ = [
     "KeywordIn",
     "KeywordPublic",
     "Notification",
+    "ProviderBackoff",
+    "ProviderSlot",
     "NotificationPublic",
     "Sector",
     "SectorPublic",

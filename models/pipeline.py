@@ -100,7 +100,12 @@ class Content(SQLModel, table=True):
     sector_id: int | None = Field(default=None, foreign_key="igny8_sectors.id")
     task_id: int = Field(foreign_key="igny8_tasks.id", unique=True, nullable=False)
     title: str = Field(max_length=500)
+    meta_title: str = Field(default="", max_length=200)
     meta_description: str = Field(default="", max_length=1000)
+    slug: str = Field(default="", max_length=255)
+    focus_keyword: str = Field(default="", max_length=255)
+    target_keywords: list[str] = json_field(list)
+    image_prompts: list[dict[str, str]] = json_field(list)
     html: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     word_count: int = 0
     status: str = Field(default="draft", max_length=20, index=True)
@@ -127,6 +132,7 @@ class Image(SQLModel, table=True):
     image_type: str = Field(default="featured", max_length=20, description="featured, in_article")
     position: int = 0
     prompt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    alt_text: str = Field(default="", max_length=500)
     status: str = Field(default="pending", max_length=20, index=True)
     model_name: str | None = Field(default=None, max_length=100)
     file_path: str | None = Field(default=None, max_length=1000)

@@ -47,6 +47,7 @@ class ImageBatch(SQLModel, table=True):
     credits_used: int = 0
     cost_usd: Decimal = usd_field()
     task_ids: list[int] = json_field(list)
+    errors: list[str] = json_field(list)
     created_at: datetime = created_at_field()
     finished_at: datetime | None = dt_field()
 
