@@ -18,13 +18,16 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.images import ImageActivities
-from activities.lanes import LaneLocks
 from activities.ledger import LedgerActivities
 from activities.logging import LoggingActivities
+from activities.provider_gate import ProviderGate
+from activities.runs import RunActivities
 from core.settings import Settings, get_settings
 from core.temporal import DATA_CONVERTER
 from domain.ledger import Ledger
+from domain.provider_slots import SlotPool
 from models.db import make_engine
+from providers.media_store import media_store_from_settings
 from providers.registry import ProviderRegistry
 from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput, sweeper_id
 from workflows.image_batch import ImageBatchWorkflow
@@ -34,19 +37,30 @@ log = logging.getLogger("igny8.worker")
 WORKFLOWS: Sequence[type] = (ImageBatchWorkflow, HoldSweeperWorkflow)
 
 
+def build_gate(engine: Any, executor: ThreadPoolExecutor | None) -> ProviderGate:
+    """The process's provider-wide slots; its database work runs on the worker's pool."""
+
+    async def run_blocking(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    return ProviderGate(SlotPool(engine), run_blocking)
+
+
 def build_activities(
     settings: Settings,
     engine: Any,
     providers: ProviderRegistry,
     executor: ThreadPoolExecutor | None = None,
+    gate: ProviderGate | None = None,
 ) -> list[Any]:
     """Every activity method, bound to its dependencies."""
     ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
     led = LedgerActivities(ledger)
     logs = LoggingActivities(engine)
-    images = ImageActivities(
-        engine, providers, settings.media_dir, executor, lane_waiters=settings.activity_concurrency
-    )
+    gate = gate or build_gate(engine, executor)
+    store = media_store_from_settings(settings)
+    images = ImageActivities(engine, providers, store, gate, executor)
+    runs = RunActivities(gate.pool)
     return [
         led.reserve_credits,
         led.deduct_credits,
@@ -62,7 +76,7 @@ def build_activities(
         images.generate_image,
         images.mark_image_failed,
         images.finish_image_batch,
-        images.set_batch_lanes,
+        runs.set_run_stopped,
     ]
 
 
@@ -80,12 +94,13 @@ def build_worker(
     providers: ProviderRegistry,
     executor: ThreadPoolExecutor,
     task_queue: str | None = None,
+    gate: ProviderGate | None = None,
 ) -> Worker:
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=build_activities(settings, engine, providers, executor),
+        activities=build_activities(settings, engine, providers, executor, gate),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_concurrency,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
@@ -107,7 +122,6 @@ async def ensure_hold_sweeper(client: Client, task_queue: str) -> None:
 async def run_worker(settings: Settings | None = None) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight work and stop."""
     settings = settings or get_settings()
-    LaneLocks(settings.media_dir).check()  # fail fast, not with 2×C provider calls later
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     client = await connect(settings)
     stop = asyncio.Event()
@@ -120,7 +134,9 @@ async def run_worker(settings: Settings | None = None) -> None:
         executor = stack.enter_context(
             ThreadPoolExecutor(max_workers=settings.activity_concurrency)
         )
-        worker = build_worker(client, settings, engine, providers, executor)
+        gate = build_gate(engine, executor)
+        stack.push_async_callback(gate.close)
+        worker = build_worker(client, settings, engine, providers, executor, gate=gate)
         log.info("worker polling task queue %r on %s", settings.task_queue, client.namespace)
         async with worker:
             await ensure_hold_sweeper(client, settings.task_queue)

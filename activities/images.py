@@ -2,22 +2,21 @@
 
 Generation is idempotent per image row: an image already stored is returned as it is,
 never generated or stored a second time, so a retry after a crash costs nothing extra.
+A call waits for one of its model's provider-wide slots (activities.provider_gate) and
+stores the bytes in the media store (a folder, or S3-compatible storage), under a key
+every host resolves the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
-from contextlib import nullcontext
 from datetime import timedelta
 from decimal import Decimal
 from html import unescape
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -25,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.common import Frozen, heartbeating, non_retryable
-from activities.lanes import DEFAULT_WAITERS, LaneLocks
+from activities.provider_gate import ProviderGate, SlotDeferred, SlotWaitTimeout
 from domain.images import in_article_count, resolve_image_model
 from domain.pricing import ModelUnavailable, billed_usd, image_cost_usd, load_billing_defaults
 from models.db import utcnow
@@ -33,7 +32,8 @@ from models.logs import AITaskLog
 from models.pipeline import Content, Image, Task
 from models.runs import ImageBatch
 from models.sites import Site
-from providers.base import ImageResult, ProviderError
+from providers.base import ProviderError
+from providers.media_store import MediaStore, image_key
 from providers.registry import ProviderRegistry
 
 T = TypeVar("T")
@@ -70,6 +70,7 @@ class PlanOutput(Frozen):
     credits_per_image: int
     cost_per_image: Decimal
     billed_usd_per_image: Decimal
+    credit_price_usd: Decimal = Decimal("0.01")
     slots: list[ImageSlot]
     already_done: int
     missing_task_ids: list[int]
@@ -86,17 +87,18 @@ class GenerateImageInput(Frozen):
     cost_per_image: Decimal
     credits_per_image: int
     size: str = "1024x1024"
-    lane: int | None = None  # the provider lane to wait for (see activities.lanes)
+    max_concurrency: int = 1  # the model's provider-wide limit (activities.provider_gate)
+    slot_wait_s: float = 120.0  # then the image goes back to its batch as "deferred"
 
 
 class GenerateImageOutput(Frozen):
     image_id: int
-    status: str  # generated | failed | deferred (paused or cancelled before the provider)
+    status: str  # generated | failed | deferred (stopped or no slot before the provider)
     cost_usd: Decimal = Decimal("0")
     file_path: str | None = None
     error: str | None = None
     reused: bool = False
-    provider_s: float = 0.0  # how long the provider took (the workflow sizes lanes by it)
+    provider_s: float = 0.0  # how long the provider took (the workflow sizes its queue by it)
 
 
 class MarkFailedInput(Frozen):
@@ -112,11 +114,6 @@ class MarkFailedOutput(Frozen):
     cost_usd: Decimal = Decimal("0")
 
 
-class LanesInput(Frozen):
-    batch_id: str
-    stopped: bool
-
-
 class FinishBatchInput(Frozen):
     batch_id: str
     status: str
@@ -125,41 +122,52 @@ class FinishBatchInput(Frozen):
     images_failed: int
     credits_used: int
     cost_usd: Decimal
+    errors: list[str] = []
 
 
 def _text(html: str) -> str:
     return " ".join(unescape(TAGS.sub(" ", html)).split())
 
 
-def derive_prompts(title: str, html: str, in_article: int) -> list[str]:
-    """Featured prompt plus one per h2 section (repeating the title when sections run out)."""
-    featured = f'Featured editorial image for the article "{title}", clean, photographic'
+def derive_prompts(
+    title: str, html: str, in_article: int, written: list[dict[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """(prompt, alt text) for the featured image and each in-article one: the prompts
+    `generate_image_prompts` wrote for the content when it has them, else one derived
+    from the title and each h2 section (repeating when sections run out)."""
+    written = written or []
     headings = [_text(h) for h in H2.findall(html or "")] or [title]
-    prompts = [featured]
+    derived = [(f'Featured editorial image for the article "{title}", clean, photographic', title)]
     for i in range(in_article):
         heading = headings[i % len(headings)]
-        prompts.append(f'Illustration for the section "{heading}" of the article "{title}"')
-    return prompts
+        derived.append(
+            (f'Illustration for the section "{heading}" of the article "{title}"', heading)
+        )
+    return [
+        (written[i]["prompt"], written[i].get("alt_text", alt)) if i < len(written) else (p, alt)
+        for i, (p, alt) in enumerate(derived)
+    ]
 
 
 class ImageActivities:
-    """Image work with its dependencies injected: database, providers, media folder."""
+    """Image work with its dependencies injected: database, providers, the provider-wide
+    slots and the media store."""
 
     def __init__(
         self,
         engine: Engine,
         providers: ProviderRegistry,
-        media_dir: Path,
+        store: MediaStore,
+        gate: ProviderGate,
         executor: Executor | None = None,
-        lane_waiters: int = DEFAULT_WAITERS,
     ) -> None:
         self.engine = engine
         self.providers = providers
-        self.media_dir = Path(media_dir)
+        self.store = store
+        self.gate = gate
         # Blocking work (file + DB) of the async generate activity runs here: the worker's
         # pool, not asyncio's small default one (6 threads on 2 cores) that a wave outgrows.
         self.executor = executor
-        self.lanes = LaneLocks(self.media_dir, lane_waiters)
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -185,9 +193,13 @@ class ImageActivities:
         contents = {
             c.task_id: c
             for c in conn.execute(
-                select(CONTENT.c.id, CONTENT.c.task_id, CONTENT.c.title, CONTENT.c.html).where(
-                    CONTENT.c.task_id.in_(found)
-                )
+                select(
+                    CONTENT.c.id,
+                    CONTENT.c.task_id,
+                    CONTENT.c.title,
+                    CONTENT.c.html,
+                    CONTENT.c.image_prompts,
+                ).where(CONTENT.c.task_id.in_(found))
             )
         }
         site = self._site(conn, tasks[0].site_id) if tasks else None
@@ -195,11 +207,16 @@ class ImageActivities:
         pricing = resolve_image_model(conn, inp.model, site)
         in_article = in_article_count(inp.max_in_article_images, site)
         wanted = {
-            (task.id, position): (task, contents[task.id].id, prompt)
+            (task.id, position): (task, contents[task.id].id, prompt, alt)
             for task in tasks
             if task.id in contents
-            for position, prompt in enumerate(
-                derive_prompts(contents[task.id].title, contents[task.id].html, in_article)
+            for position, (prompt, alt) in enumerate(
+                derive_prompts(
+                    contents[task.id].title,
+                    contents[task.id].html,
+                    in_article,
+                    contents[task.id].image_prompts,
+                )
             )
         }
         rows = self._claim_slots(conn, inp, wanted)
@@ -223,6 +240,7 @@ class ImageActivities:
             credits_per_image=pricing.credits_per_image,
             cost_per_image=pricing.cost_per_image,
             billed_usd_per_image=billed_usd(pricing.credits_per_image, defaults.credit_price_usd),
+            credit_price_usd=defaults.credit_price_usd,
             slots=slots,
             already_done=already_done,
             missing_task_ids=sorted(set(inp.task_ids) - found),
@@ -252,6 +270,7 @@ class ImageActivities:
                 "image_type": "featured" if position == 0 else "in_article",
                 "position": position,
                 "prompt": prompt,
+                "alt_text": alt[:500],
                 "status": "pending",
                 "batch_id": inp.batch_id,
                 "cost_usd": Decimal("0"),
@@ -259,7 +278,7 @@ class ImageActivities:
                 "created_at": now,
                 "updated_at": now,
             }
-            for (task_id, position), (task, content_id, prompt) in wanted.items()
+            for (task_id, position), (task, content_id, prompt, alt) in wanted.items()
             if (task_id, position) not in existing
         ]
         if missing:
@@ -349,56 +368,61 @@ class ImageActivities:
                 called = await self._call_provider(inp, retry)
                 if isinstance(called, GenerateImageOutput):
                     return called
-                result, provider_s = called
-                cost = image_cost_usd(inp.cost_per_image, 1, result.provider_cost_usd)
-                path = await self._blocking(
-                    self._store, inp, result.data, result.mime_type, cost, retry
-                )
+                data, mime, provider_cost, provider_s = called
+                cost = image_cost_usd(inp.cost_per_image, 1, provider_cost)
+                key = await self._blocking(self._store, inp, data, mime, cost, retry)
         except ProviderError as exc:
             if not exc.retryable:
                 await self._blocking(self._mark_failed, inp.image_id, exc.message)
                 return GenerateImageOutput(
                     image_id=inp.image_id, status="failed", error=exc.message
                 )
+            if exc.retry_after:  # the provider asked every caller of this model to wait
+                await self.gate.back_off(inp.model_name, exc.retry_after)
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(exc.message, type=exc.code, next_retry_delay=delay) from exc
         return GenerateImageOutput(
             image_id=inp.image_id,
             status="generated",
             cost_usd=cost,
-            file_path=path,
+            file_path=key,
             provider_s=round(provider_s, 3),
         )
 
     async def _call_provider(
         self, inp: GenerateImageInput, retry: bool
-    ) -> tuple[ImageResult, float] | GenerateImageOutput:
-        """The provider call and its duration, inside the image's lane when it has one:
-        the lane is held only while the provider works, so the next image queued in it
-        starts the moment this one lands. A retry looks again once it has the lane: the
-        attempt it replaced may still have been running ahead of it, and stored the image."""
-        lane = self.lanes.hold(inp.batch_id, inp.lane) if inp.lane is not None else nullcontext()
-        async with lane:
-            if retry and (stored := await self._blocking(self._stored, inp.image_id)):
-                return stored
-            if inp.lane is not None and self.lanes.stopped(inp.batch_id):
-                return GenerateImageOutput(image_id=inp.image_id, status="deferred")
-            started = time.monotonic()
-            result = await self.providers.image(inp.provider).generate_image(
-                model=inp.model_name, prompt=inp.prompt, size=inp.size
-            )
-            return result, time.monotonic() - started
+    ) -> tuple[bytes, str, Decimal | None, float] | GenerateImageOutput:
+        """The provider call and its duration, inside one of the model's provider-wide
+        slots (held only while the provider works). A retry looks again once it has the
+        slot: the attempt it replaced may still have been running, and stored the image."""
+        try:
+            async with self.gate.slot(
+                inp.model_name,
+                inp.max_concurrency,
+                workflow_id=inp.batch_id,
+                max_wait_s=inp.slot_wait_s,
+            ):
+                if retry and (stored := await self._blocking(self._stored, inp.image_id)):
+                    return stored
+                started = time.monotonic()
+                result = await self.providers.image(inp.provider).generate_image(
+                    model=inp.model_name, prompt=inp.prompt, size=inp.size
+                )
+                elapsed = time.monotonic() - started
+        except (SlotDeferred, SlotWaitTimeout):
+            return GenerateImageOutput(image_id=inp.image_id, status="deferred")
+        return result.data, result.mime_type, result.provider_cost_usd, elapsed
 
     def _stored(self, image_id: int) -> GenerateImageOutput | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(
-                    IMAGES.c.status, IMAGES.c.cost_usd, IMAGES.c.file_path, IMAGES.c.error
-                ).where(IMAGES.c.id == image_id)
+                select(IMAGES.c.status, IMAGES.c.cost_usd, IMAGES.c.file_path).where(
+                    IMAGES.c.id == image_id
+                )
             ).first()
         if row is None:
             raise ApplicationError(f"Image {image_id} does not exist", non_retryable=True)
-        if row.status == "generated" and row.file_path and Path(row.file_path).exists():
+        if row.status == "generated" and row.file_path and self.store.exists(row.file_path):
             return GenerateImageOutput(
                 image_id=image_id,
                 status="generated",
@@ -411,23 +435,17 @@ class ImageActivities:
     def _store(
         self, inp: GenerateImageInput, data: bytes, mime: str, cost: Decimal, retry: bool
     ) -> str:
-        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(mime, "png")
-        folder = self.media_dir / str(inp.account_id) / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{inp.image_id}.{ext}"
+        key = image_key(inp.account_id, inp.image_id, mime)
         if retry:  # a killed attempt may have left a partial file (a scan: only on retries)
-            for stale in folder.glob(f"{inp.image_id}.*.part"):
-                stale.unlink(missing_ok=True)
-        tmp = path.with_suffix(f".{ext}.{uuid.uuid4().hex[:8]}.part")  # per attempt
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic: a crash leaves no half-written image
+            self.store.discard_partial(key)
+        self.store.put(key, data, mime)  # atomic: a crash leaves no half-written image
         with self.engine.begin() as conn:
             conn.execute(
                 update(IMAGES)
                 .where(IMAGES.c.id == inp.image_id)
                 .values(
                     status="generated",
-                    file_path=str(path),
+                    file_path=key,
                     mime_type=mime,
                     size_bytes=len(data),
                     model_name=inp.model_name,
@@ -437,7 +455,7 @@ class ImageActivities:
                     updated_at=utcnow(),
                 )
             )
-        return str(path)
+        return key
 
     # ---- failures and the end ------------------------------------------------------------
     @activity.defn(name="mark_image_failed")
@@ -455,7 +473,7 @@ class ImageActivities:
                 return MarkFailedOutput(stored=True, cost_usd=Decimal(row.cost_usd))
             self._fail_row(conn, inp.image_id, inp.error)
         if row is not None and row.file_path and inp.withdraw:
-            Path(row.file_path).unlink(missing_ok=True)
+            self.store.delete(row.file_path)
         return MarkFailedOutput(stored=False)
 
     def _mark_failed(self, image_id: int, error: str) -> None:
@@ -480,14 +498,6 @@ class ImageActivities:
             )
         )
 
-    @activity.defn(name="set_batch_lanes")
-    def set_batch_lanes(self, inp: LanesInput) -> None:
-        """Stop (pause, cancel) or restart (resume) the batch's lanes for every worker."""
-        if inp.stopped:
-            self.lanes.stop(inp.batch_id)
-        else:
-            self.lanes.go(inp.batch_id)
-
     @activity.defn(name="finish_image_batch")
     def finish_image_batch(self, inp: FinishBatchInput) -> None:
         with self.engine.begin() as conn:
@@ -501,7 +511,8 @@ class ImageActivities:
                     images_failed=inp.images_failed,
                     credits_used=inp.credits_used,
                     cost_usd=inp.cost_usd,
+                    errors=list(inp.errors),
                     finished_at=utcnow(),
                 )
             )
-        self.lanes.remove(inp.batch_id)
+        self.gate.pool.forget(inp.batch_id)

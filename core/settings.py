@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("dev-secret-key")
 
     media_dir: Path | None = None
+    media_store: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where images live: `local` (MEDIA_DIR, one host) or `s3` (shared by all)",
+    )
+    s3_bucket: str = "igny8-media"
+    s3_endpoint_url: str | None = Field(
+        default=None, description="An S3-compatible server (MinIO); unset means AWS S3"
+    )
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = Field(
+        default=None, description="Unset (with the secret): boto3's chain (env, IAM role)"
+    )
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = Field(default="", description="Key prefix inside the bucket, e.g. `igny8`")
 
     hold_ttl_seconds: int = 6 * 3600
     activity_concurrency: int = 200
@@ -79,6 +93,38 @@ class Settings(BaseSettings):
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return value
+
+    @field_validator("s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key", mode="before")
+    @classmethod
+    def _empty_s3_is_unset(cls, value: object) -> object:
+        """Compose passes `S3_ENDPOINT_URL=` (empty) for "not set": that means AWS itself
+        and boto3's own credential chain, not an endpoint or a key of ""."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _clean_s3_prefix(cls, value: str) -> str:
+        """`media/`, `/media` and `media` name one folder; `..` or `a//b` name none."""
+        prefix = value.strip().strip("/")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise ValueError(f"S3_PREFIX {value!r} has an empty, '.' or '..' part")
+        return prefix
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> Settings:
+        """Fail at start-up, not on the first image a worker stores."""
+        if self.media_store != "s3":
+            return self
+        if not self.s3_bucket.strip():
+            raise ValueError("MEDIA_STORE=s3 needs S3_BUCKET (the bucket that holds the images)")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither "
+                "(then boto3 finds credentials itself: AWS_* variables, an IAM role)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -13,7 +13,7 @@ from models.billing import (
     CreditUsageLog,
     CreditUsageLogPublic,
 )
-from models.engine import AICall, ProviderBackoff, ProviderSlot
+from models.engine import AICall, ProviderBackoff, ProviderSlot, RunStop
 from models.logs import AITaskLog, AITaskLogPublic, Notification, NotificationPublic
 from models.pipeline import (
     Cluster,
@@ -68,6 +68,7 @@ __all__ = [
     "ProviderBackoff",
     "ProviderSlot",
     "NotificationPublic",
+    "RunStop",
     "Sector",
     "SectorPublic",
     "Site",

@@ -58,3 +58,14 @@ class AICall(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     details: dict[str, Any] = json_field()
     created_at: datetime = created_at_field()
+
+
+class RunStop(SQLModel, table=True):
+    """A paused or cancelled run, as the workers see it: a call of that run still waiting
+    for a provider slot gives up its turn instead of calling the provider."""
+
+    __tablename__ = "igny8_run_stops"
+
+    workflow_id: str = Field(max_length=255, primary_key=True)
+    stopped: bool = Field(default=True, nullable=False)
+    updated_at: datetime = created_at_field()

@@ -38,6 +38,11 @@ class MediaStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def discard_partial(self, key: str) -> None:
+        """Remove what a killed writer of `key` may have left (a no-op where puts are
+        atomic on the server, as in S3)."""
+        ...
+
 
 def image_key(account_id: int, image_id: int, mime_type: str) -> str:
     """The key of an image's file, the same on every host and store."""
@@ -53,6 +58,12 @@ def _checked_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"invalid media key {key!r}")
     return key
+
+
+def checked_key(key: str) -> str:
+    """`key` if every store may use it: relative, no empty, `.` or `..` parts. One rule
+    for all stores, so a key that works locally also works on S3 and the other way round."""
+    return _checked_key(key)
 
 
 class LocalMediaStore:
@@ -92,6 +103,13 @@ class LocalMediaStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def discard_partial(self, key: str) -> None:
+        """A killed `put` leaves its temporary file; only a retry looks (it is a scan)."""
+        path = self.path(key)
+        if path.parent.is_dir():
+            for stale in path.parent.glob(f".{path.name}.*.part"):
+                stale.unlink(missing_ok=True)
 
 
 def media_store_from_settings(settings: Settings) -> MediaStore:

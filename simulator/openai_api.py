@@ -18,7 +18,7 @@ from simulator import faults
 from simulator.faults import Fault
 from simulator.images import parse_size
 from simulator.pipeline import bearer_key
-from simulator.state import SimState
+from simulator.state import MALFORMED_MARKER, SimState
 from simulator.textgen import generate
 
 MODELS = (
@@ -70,6 +70,9 @@ class ChatCompletions:
         system, user, everything = _split_messages(body["messages"])
         schema_name, schema = _schema_of(body.get("response_format"))
         content = json.dumps(generate(schema_name, system, user, schema), ensure_ascii=False)
+        if MALFORMED_MARKER in everything.lower():
+            state.stats.malformed_answers += 1
+            content = _malformed(content)
         prompt_tokens = max(1, len(everything) // 4)
         content, completion_tokens, finish = _apply_limit(content, _token_limit(body))
         state.stats.completions += 1
@@ -78,6 +81,11 @@ class ChatCompletions:
         return JSONResponse(
             _completion(body["model"], content, finish, prompt_tokens, completion_tokens)
         )
+
+
+def _malformed(content: str) -> str:
+    """What a model sometimes does in the field: chatter before the JSON, cut short."""
+    return "Sure! Here is the JSON you asked for:\n" + content[: max(1, len(content) // 2)]
 
 
 def _split_messages(messages: list[Any]) -> tuple[str, str, str]:

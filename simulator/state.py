@@ -18,6 +18,9 @@ from simulator.faults import Fault
 from simulator.images import ImageStore
 
 UNSAFE_MARKER = "[unsafe]"
+# A prompt containing this gets an answer that is not valid JSON (fault injection for the
+# bounded retry of malformed output).
+MALFORMED_MARKER = "[malformed]"
 # Served requests kept for `GET /_sim/timeline` (benchmarks read where the time went).
 TIMELINE_MAX = 100_000
 
@@ -37,6 +40,7 @@ class SimStats:
     policy_refusals: int = 0
     invalid_requests: int = 0
     completions: int = 0
+    malformed_answers: int = 0
     images_generated: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -160,13 +160,31 @@ _COMPOSITIONS = (
 
 
 def generate_image_prompts(request: PromptInput) -> dict[str, Any]:
-    """One featured prompt and exactly MAX_IN_ARTICLE in-article prompts."""
+    """One featured image and exactly MAX_IN_ARTICLE in-article images, each a prompt with
+    its alt text."""
     title = request.value("TITLE") or "the article"
     count = max(0, section_int(request.sections, "MAX_IN_ARTICLE", 2))
     subjects = headings(request.text) or request.keywords() or [title]
-    featured = _image_prompt(request.rng, title, title)
-    in_article = [_image_prompt(request.rng, _subject(subjects, i), title, i) for i in range(count)]
-    return {"featured_prompt": featured, "in_article_prompts": in_article}
+    featured = {
+        "prompt": _image_prompt(request.rng, title, title),
+        "alt_text": _alt_text(title, title),
+    }
+    in_article = []
+    for i in range(count):
+        subject = _subject(subjects, i)
+        in_article.append(
+            {
+                "prompt": _image_prompt(request.rng, subject, title, i),
+                "alt_text": _alt_text(subject, title),
+            }
+        )
+    return {"featured": featured, "in_article": in_article}
+
+
+def _alt_text(subject: str, title: str) -> str:
+    """Short and descriptive, as accessibility guidelines ask (under 125 characters)."""
+    text = f"Illustration of {subject}" if subject != title else f"Featured image: {title}"
+    return text if len(text) <= 120 else text[:117].rstrip() + "..."
 
 
 def _subject(subjects: list[str], index: int) -> str:

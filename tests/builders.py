@@ -5,15 +5,18 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio.testing import ActivityEnvironment
 
-from activities.images import GenerateImageInput
+from activities.images import GenerateImageInput, ImageActivities
 from domain.accounts import create_account
 from models import AIModelConfig, BillingConfiguration, Content, Image, Sector, Site, Task
+from providers.media_store import LocalMediaStore
+from worker import build_gate
 
 
 def account(engine: Engine, credits: int = 100, name: str | None = None) -> tuple[int, str]:
@@ -100,6 +103,13 @@ def generate_input(account_id: int, image: Image, **overrides: Any) -> GenerateI
     }
     fields.update(overrides)
     return GenerateImageInput(**fields)
+
+
+def image_activities(engine: Engine, providers: Any, media_dir: Path) -> ImageActivities:
+    """Image activities on a local media folder, with this process's provider gate."""
+    return ImageActivities(
+        engine, providers, LocalMediaStore(media_dir), build_gate(engine, None), None
+    )
 
 
 def activity_env(attempt: int = 1) -> ActivityEnvironment:

@@ -114,16 +114,15 @@ async def test_sweeper_releases_an_expired_hold_in_skipped_time(
 async def _generate_attempt(engine, sim, tmp_path, attempt: int):
     """Run generate_image for a fresh image row as the given attempt, with a partial file
     that a killed earlier attempt would have left beside it."""
-    from activities.images import ImageActivities
     from providers.registry import ProviderRegistry
 
     acct, image = builders.pending_image(engine)
     folder = tmp_path / "media" / str(acct) / "images"
     folder.mkdir(parents=True)
-    stale = folder / f"{image.id}.png.deadbeef.part"
+    stale = folder / f".{image.id}.png.deadbeef.part"
     stale.write_bytes(b"half an image")
     providers = ProviderRegistry(simulator_url=sim.url, timeout_s=10)
-    acts = ImageActivities(engine, providers, tmp_path / "media")
+    acts = builders.image_activities(engine, providers, tmp_path / "media")
     env = builders.activity_env(attempt)
     out = await env.run(acts.generate_image, builders.generate_input(acct, image))
     await providers.aclose()

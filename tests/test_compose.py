@@ -20,6 +20,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import typer.main
@@ -55,7 +56,10 @@ OPERATOR_ENV = {
     "TEMPORAL_DB_PASSWORD": "temporal-password-for-tests",
     "ADMIN_API_KEY": "admin-key-for-tests-0123456789",
     "SECRET_KEY": "secret-key-for-tests-0123456789",
+    "MINIO_ROOT_PASSWORD": "minio-password-for-tests",
 }
+# The services that store and read images (MEDIA_STORE=s3, the MinIO service's bucket).
+MEDIA_SERVICES = ("api", "worker")
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -237,6 +241,7 @@ def test_the_stack_has_its_services() -> None:
         "migrate",
         "api",
         "worker",
+        "minio",
         "simulator",
     }
     assert expected <= set(SERVICES), f"missing: {sorted(expected - set(SERVICES))}"
@@ -451,19 +456,48 @@ def test_app_settings_take_real_ai_keys(service: str, monkeypatch: pytest.Monkey
     assert settings.openai_api_key.get_secret_value() == "sk-real"
 
 
-@pytest.mark.parametrize("name", ["ADMIN_API_KEY", "SECRET_KEY", "POSTGRES_PASSWORD"])
+@pytest.mark.parametrize(
+    "name", ["ADMIN_API_KEY", "SECRET_KEY", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"]
+)
 def test_secrets_are_required(name: str) -> None:
     env = {key: value for key, value in OPERATOR_ENV.items() if key != name}
     with pytest.raises(KeyError, match=name):
         resolved_environment("api", env)
 
 
-def test_media_is_shared_between_api_and_worker() -> None:
-    media = resolved_environment("api", OPERATOR_ENV)["MEDIA_DIR"]
-    for service in ("api", "worker"):
-        mounts = [v for v in SERVICES[service]["volumes"] if str(v).endswith(f":{media}")]
-        assert mounts, f"{service} does not mount a volume at MEDIA_DIR={media}"
-        assert mounts[0].split(":")[0] in COMPOSE["volumes"]
+def test_media_is_shared_between_api_and_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The api reads what the worker stores: both use one bucket on the MinIO service, with
+    MinIO's credentials, and wait for it; no disk is shared (they may run on two hosts)."""
+    settings = {s: settings_for(s, monkeypatch, OPERATOR_ENV) for s in MEDIA_SERVICES}
+    where = {
+        (st.media_store, st.s3_endpoint_url, st.s3_bucket, st.s3_prefix, st.s3_region)
+        for st in settings.values()
+    }
+    assert len(where) == 1, f"the api and the worker store images in different places: {where}"
+    store, endpoint_url, bucket, _, _ = where.pop()
+    assert store == "s3" and bucket
+    endpoint = urlsplit(str(endpoint_url))
+    assert endpoint.hostname == "minio" and SERVICES["minio"]["image"].startswith("minio/minio:")
+    assert f":{endpoint.port}" in command_of("minio"), "MinIO listens elsewhere"
+    minio = resolved_environment("minio", OPERATOR_ENV)
+    for service, st in settings.items():
+        assert depends_on(service)["minio"] == "service_healthy"
+        assert st.s3_access_key_id and st.s3_secret_access_key
+        assert st.s3_access_key_id.get_secret_value() == minio["MINIO_ROOT_USER"]
+        assert st.s3_secret_access_key.get_secret_value() == minio["MINIO_ROOT_PASSWORD"]
+    media = str(settings["api"].media_dir)
+    assert not [v for v in SERVICES["api"].get("volumes", []) if str(v).endswith(f":{media}")]
+    data = [v for v in SERVICES["minio"]["volumes"] if str(v).endswith(":/data")]
+    assert data and data[0].split(":")[0] in COMPOSE["volumes"], "MinIO data: a named volume"
+    assert "/data" in command_of("minio")
+
+
+def test_workers_need_no_shared_disk() -> None:
+    """Images are in MinIO and provider slots in PostgreSQL: a worker mounts nothing at
+    MEDIA_DIR, so workers scale across hosts."""
+    media = resolved_environment("worker", OPERATOR_ENV)["MEDIA_DIR"]
+    mounts = [v for v in SERVICES["worker"].get("volumes", []) if str(v).endswith(f":{media}")]
+    assert not mounts
 
 
 def test_simulator_listens_where_the_apps_look(monkeypatch: pytest.MonkeyPatch) -> None:

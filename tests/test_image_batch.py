@@ -13,11 +13,12 @@ from sqlalchemy import func, select, text
 from domain.operator_sql import OPERATOR_QUERIES
 from domain.reconcile import reconcile
 from models import AITaskLog, CreditUsageLog, Image, Notification
+from providers.media_store import LocalMediaStore
 from tests import builders
 from tests.procs import stop
 from tests.temporal_fixtures import WorkerCtx
 from workflows.client import start_image_batch
-from workflows.image_batch import EVENTS_PER_IMAGE_MAX
+from workflows.engine.items import EVENTS_PER_ITEM_MAX
 
 pytestmark = pytest.mark.temporal
 FINISHED = {"completed", "failed", "cancelled"}
@@ -85,7 +86,8 @@ async def test_happy_path_charges_each_image_once_and_logs_everything(wctx: Work
     assert all(u.cost_usd == Decimal("0.04") and u.billed_usd == Decimal("0.02") for u in usage)
     assert [n.notification_type for n in notes] == ["ai_image_success"]
     assert "Generated 6 images using 12 credits" in notes[0].message
-    assert len(set(files)) == images and all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in files)
+    store = LocalMediaStore(wctx.settings.media_dir)
+    assert len(set(files)) == images and all(store.get(f)[:4] == b"\x89PNG" for f in files)
     rows = operator_rows(engine)
     assert [(r[0], r[3]) for r in rows["models"]] == [(cfg.model_name, 2)]
     assert [(r[0], r[1], Decimal(str(r[2]))) for r in rows["task_logs"]] == [
@@ -351,7 +353,7 @@ async def test_history_stays_bounded_by_continuing_as_new(wctx: WorkerCtx):
         )
     assert len(lengths) >= 3, lengths  # it really continued as new
     # the limit, plus draining at most 2×C images in flight, plus the finish
-    bound = limit + 2 * cfg.max_concurrency * EVENTS_PER_IMAGE_MAX + 50
+    bound = limit + 2 * cfg.max_concurrency * EVENTS_PER_ITEM_MAX + 50
     assert max(lengths) < bound, lengths
     assert deductions(wctx.engine) == 60 and reconcile(wctx.engine) == []
 

@@ -99,9 +99,11 @@ async def test_generate_image_prompts_returns_n_prompts(provider: OpenAIProvider
     prompt = f"TITLE: Cold Brew at Home\nMAX_IN_ARTICLE: {count}\nKEYWORDS:\ncold brew\n"
     result = await _call(provider, "generate_image_prompts", prompt)
     assert validate(result.data, SCHEMAS["generate_image_prompts"]) == []
-    prompts = result.data["in_article_prompts"]
+    prompts = [image["prompt"] for image in result.data["in_article"]]
     assert len(prompts) == count and len(set(prompts)) == count
-    assert "Cold Brew at Home" in result.data["featured_prompt"]
+    assert "Cold Brew at Home" in result.data["featured"]["prompt"]
+    alts = [result.data["featured"]["alt_text"]] + [i["alt_text"] for i in result.data["in_article"]]
+    assert all(0 < len(alt) <= 125 for alt in alts)
 
 
 async def test_unknown_function_satisfies_its_schema(provider: OpenAIProvider):

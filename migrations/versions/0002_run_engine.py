@@ -1,4 +1,4 @@
-"""run engine: provider slots and back-off, AI call records, article SEO fields,
+"""run engine: provider slots and back-off, run stops, AI call records, article SEO fields,
 image alt text, a batch's last errors
 
 Revision ID: 0002
@@ -27,6 +27,13 @@ def upgrade() -> None:
         sa.Column("model_name", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("blocked_until", models.db.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("model_name"),
+    )
+    op.create_table(
+        "igny8_run_stops",
+        sa.Column("workflow_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("stopped", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", models.db.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("workflow_id"),
     )
     op.create_table(
         "igny8_provider_slots",
@@ -155,4 +162,5 @@ def downgrade() -> None:
 
     op.drop_table("igny8_provider_slots")
     op.drop_table("igny8_provider_backoffs")
+    op.drop_table("igny8_run_stops")
     # ### end Alembic commands ###
