@@ -314,7 +314,25 @@ def _run_demo_batch(api_url: str, key: str) -> dict[str, Any]:
         str(after["credits"]),
     )
     console.print(table)
+    _print_usage_totals(key)
     return final
+
+
+def _print_usage_totals(key: str) -> None:
+    """The account's image usage, summed by the ledger: exact on both databases, where the
+    operator SQL's SUM(cost_usd) (`igny8 demo` prints it) is a float on SQLite."""
+    from domain.accounts import authenticate
+    from domain.ledger import Ledger
+
+    engine = _engine()
+    account_id = authenticate(engine, key)
+    if account_id is not None:
+        t = Ledger(engine).usage_totals(account_id, "image_generation")
+        console.print(
+            f"ledger, image usage of this account: {t.count} usage logs, {t.credits} credits, "
+            f"${t.cost_usd} provider cost, ${t.billed_usd} billed"
+        )
+    engine.dispose()
 
 
 def _print_operator_queries() -> None:

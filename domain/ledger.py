@@ -8,8 +8,19 @@ Rules (DESIGN §3):
   first result; a replay with another amount raises `IdempotencyConflict`.
 - Balance and available never go below zero: every debit is one conditional UPDATE of
   the account row (`… WHERE credits - n >= credits_reserved - from_hold`), which takes
-  the row lock on PostgreSQL; on SQLite every transaction is `BEGIN IMMEDIATE`.
+  the row lock on PostgreSQL; on SQLite every write transaction is `BEGIN IMMEDIATE`
+  (models/db.py), so the whole database is the lock.
 - A deduction and its `CreditUsageLog` are written in one database transaction.
+
+Lock order (PostgreSQL row locks): a transaction locks the holds it touches first, in id
+order, and the account row last; it never locks a hold once it holds the account row.
+Two transactions that take locks in one order can wait for each other, never deadlock.
+- a deduction's one statement (`PG_DEDUCT`) locks its hold before it updates the
+  account; `deduct_many` locks all its holds (`ORDER BY id`) before the first deduction;
+- `reserve` locks every expired open hold of the account in one
+  `SELECT … ORDER BY id FOR UPDATE`, closes them, and only then updates the account;
+- `release` locks its one hold, then updates the account;
+- checking that a hold exists and is the account's (`_check_hold`) only reads.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from sqlalchemy import (
     Integer,
     String,
     bindparam,
+    func,
     insert,
     select,
     text,
@@ -36,7 +48,7 @@ from sqlalchemy.exc import IntegrityError
 
 from models.accounts import Account
 from models.billing import CreditReservation, CreditTransaction, CreditUsageLog
-from models.db import UTCDateTime, utcnow
+from models.db import UTCDateTime, usd_sum, utcnow
 
 ACCOUNTS = Account.__table__
 TXS = CreditTransaction.__table__
@@ -111,6 +123,16 @@ class ReleaseResult:
 
 
 @dataclass(frozen=True)
+class UsageTotals:
+    """What an account's usage logs add up to; USD sums are exact Decimals."""
+
+    count: int
+    credits: int
+    cost_usd: Decimal
+    billed_usd: Decimal
+
+
+@dataclass(frozen=True)
 class DeductItem:
     amount: int
     key: str
@@ -170,6 +192,20 @@ class Ledger:
         if row is None:
             raise AccountNotFound(account_id)
         return Balance(row.credits, row.credits_reserved, row.credits - row.credits_reserved)
+
+    def usage_totals(self, account_id: int, operation_type: str | None = None) -> UsageTotals:
+        """Count, credits and USD of the account's usage logs (of one operation type)."""
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(USAGE.c.credits_used), 0),
+            usd_sum(USAGE.c.cost_usd),
+            usd_sum(USAGE.c.billed_usd),
+        ).where(USAGE.c.account_id == account_id)
+        if operation_type is not None:
+            stmt = stmt.where(USAGE.c.operation_type == operation_type)
+        with self.engine.connect() as conn:
+            count, credits, cost, billed = conn.execute(stmt).one()
+        return UsageTotals(count, int(credits), cost, billed)
 
     # ---- credits in --------------------------------------------------------------
     def top_up(
@@ -316,28 +352,36 @@ class Ledger:
             return self._release(conn, hold_id)
 
     def _release(self, conn: Connection, hold_id: int) -> ReleaseResult:
-        hold = self._lock_hold(conn, hold_id)
+        hold = self._lock_hold(conn, hold_id)  # the hold first, then the account row
         if hold is None:
             raise HoldNotFound(f"Credit hold {hold_id} does not exist")
         if hold.status != "open":
             return ReleaseResult(
                 hold_id, hold.account_id, hold.released, hold.consumed, replayed=True
             )
-        remaining = hold.amount - hold.consumed - hold.released
-        conn.execute(
-            update(HOLDS)
-            .where(HOLDS.c.id == hold_id)
-            .values(status="closed", released=hold.released + remaining, closed_at=self.clock())
-        )
-        if remaining:
-            conn.execute(
-                update(ACCOUNTS)
-                .where(ACCOUNTS.c.id == hold.account_id)
-                .values(credits_reserved=ACCOUNTS.c.credits_reserved - remaining)
-            )
+        remaining = self._close_hold(conn, hold)
+        self._unreserve(conn, hold.account_id, remaining)
         return ReleaseResult(
             hold_id, hold.account_id, hold.released + remaining, hold.consumed, replayed=False
         )
+
+    def _close_hold(self, conn: Connection, hold: Any) -> int:
+        """Close a locked open hold; returns the credits it gives back."""
+        remaining = hold.amount - hold.consumed - hold.released
+        conn.execute(
+            update(HOLDS)
+            .where(HOLDS.c.id == hold.id)
+            .values(status="closed", released=hold.released + remaining, closed_at=self.clock())
+        )
+        return remaining
+
+    def _unreserve(self, conn: Connection, account_id: int, credits: int) -> None:
+        if credits:
+            conn.execute(
+                update(ACCOUNTS)
+                .where(ACCOUNTS.c.id == account_id)
+                .values(credits_reserved=ACCOUNTS.c.credits_reserved - credits)
+            )
 
     def extend_hold(self, hold_id: int) -> bool:
         """Push an open hold's expiry to now + TTL (a paused run keeps its credits);
@@ -371,25 +415,40 @@ class Ledger:
         return len(ids)
 
     def _expire_account_holds(self, conn: Connection, account_id: int, now: datetime) -> None:
-        ids = (
-            conn.execute(
-                select(HOLDS.c.id).where(
-                    HOLDS.c.account_id == account_id,
-                    HOLDS.c.status == "open",
-                    HOLDS.c.expires_at < now,
-                )
+        """Close the account's expired holds before reserving. All of them are locked in one
+        statement, in id order, and their credits go back in one account update after:
+        releasing them one by one would lock the second hold while holding the account
+        row, and deadlock with a deduction that holds that hold and waits for the row."""
+        stmt = (
+            select(HOLDS)
+            .where(
+                HOLDS.c.account_id == account_id,
+                HOLDS.c.status == "open",
+                HOLDS.c.expires_at < now,
             )
-            .scalars()
-            .all()
+            .order_by(HOLDS.c.id)
         )
-        for hold_id in ids:
-            self._release(conn, hold_id)
+        if self._pg:
+            stmt = stmt.with_for_update()
+        freed = sum(self._close_hold(conn, hold) for hold in conn.execute(stmt).all())
+        self._unreserve(conn, account_id, freed)
 
     def _lock_hold(self, conn: Connection, hold_id: int) -> Any:
         stmt = select(HOLDS).where(HOLDS.c.id == hold_id)
         if self._pg:
             stmt = stmt.with_for_update()
         return conn.execute(stmt).first()
+
+    def _lock_holds(self, conn: Connection, hold_ids: set[int]) -> None:
+        """Lock several holds in id order, before any account row (PostgreSQL only:
+        SQLite's write transaction already holds the whole database)."""
+        if self._pg and hold_ids:
+            conn.execute(
+                select(HOLDS.c.id)
+                .where(HOLDS.c.id.in_(sorted(hold_ids)))
+                .order_by(HOLDS.c.id)
+                .with_for_update()
+            )
 
     # ---- credits out -------------------------------------------------------------
     def deduct(
@@ -425,6 +484,7 @@ class Ledger:
         if len(items) > 1:
             try:
                 with self.engine.begin() as conn:
+                    self._lock_holds(conn, {i.hold_id for i in items if i.hold_id is not None})
                     return [
                         deduct(conn, account_id, i.amount, i.key, i.usage, i.hold_id, i.description)
                         for i in items
@@ -498,9 +558,11 @@ class Ledger:
         return DeductionResult(row.tx_id, row.usage_id, amount, row.balance_after, replayed=False)
 
     def _check_hold(self, conn: Connection, hold_id: int | None, account_id: int) -> None:
+        """Raise unless the hold exists and is the account's. A plain read, no lock: it runs
+        after `PG_DEDUCT` updated the account row, and a hold is never locked after that."""
         if hold_id is None:
             return
-        hold = self._lock_hold(conn, hold_id)
+        hold = conn.execute(select(HOLDS.c.account_id).where(HOLDS.c.id == hold_id)).first()
         if hold is None or hold.account_id != account_id:
             raise HoldNotFound(f"Credit hold {hold_id} does not exist for account {account_id}")
 

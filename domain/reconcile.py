@@ -6,7 +6,7 @@ Used by `igny8 reconcile` (exit 1 on any breach) and by tests after every money 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, and_, func, select
 
@@ -22,6 +22,18 @@ HOLDS = CreditReservation.__table__
 TASKS = AITaskLog.__table__
 NOTES = Notification.__table__
 
+HOLD_SWEEP_INTERVAL = timedelta(seconds=300)
+"""How often the hold sweeper releases expired holds: `SweeperInput.interval_seconds` in
+workflows/hold_sweeper.py (a test keeps the two equal; the domain does not import
+workflows)."""
+
+EXPIRED_HOLD_GRACE = 2 * HOLD_SWEEP_INTERVAL
+"""How long a hold may stay open past its expiry before it is a breach. Nothing releases
+a hold at the instant it expires: a terminated run's hold waits for the sweeper's next
+pass, up to one interval away, and that pass itself takes time (and retries). A hold
+still open after two intervals has outlived a whole sweep that should have closed it:
+the sweeper is not running, or cannot release it — that is what reconcile reports."""
+
 
 @dataclass(frozen=True)
 class Breach:
@@ -30,15 +42,21 @@ class Breach:
     detail: str
 
 
-def reconcile(engine: Engine, now: datetime | None = None) -> list[Breach]:
-    """Every invariant breach in the database; an empty list means the books balance."""
+def reconcile(
+    engine: Engine, now: datetime | None = None, *, hold_grace: timedelta = EXPIRED_HOLD_GRACE
+) -> list[Breach]:
+    """Every invariant breach in the database; an empty list means the books balance.
+
+    An open hold counts as past its expiry only `hold_grace` after it (EXPIRED_HOLD_GRACE:
+    the sweeper's interval and then some), so a check between an expiry and the sweeper's
+    next pass reports no false breach."""
     now = now or utcnow()
     with engine.connect() as conn:
         return [
             *_balances(conn),
             *_deductions_have_usage(conn),
             *_usage_points_at_deductions(conn),
-            *_expired_holds(conn, now),
+            *_expired_holds(conn, now, hold_grace),
             *_hold_sanity(conn),
             *_done_task_logs(conn),
         ]
@@ -175,14 +193,19 @@ def _hold_sanity(conn: Connection) -> list[Breach]:
     ]
 
 
-def _expired_holds(conn: Connection, now: datetime) -> list[Breach]:
+def _expired_holds(conn: Connection, now: datetime, grace: timedelta) -> list[Breach]:
     rows = conn.execute(
         select(HOLDS.c.id, HOLDS.c.account_id, HOLDS.c.expires_at).where(
-            HOLDS.c.status == "open", HOLDS.c.expires_at < now
+            HOLDS.c.status == "open", HOLDS.c.expires_at < now - grace
         )
     ).all()
     return [
-        Breach("expired_hold", r.account_id, f"hold {r.id} open past its expiry {r.expires_at}")
+        Breach(
+            "expired_hold",
+            r.account_id,
+            f"hold {r.id} open past its expiry {r.expires_at} by more than {grace} "
+            "(the hold sweeper should have released it)",
+        )
         for r in rows
     ]
 

@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
+from decimal import Decimal
+from threading import Event
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, text, update
+from sqlmodel import Session
 
 from domain.ledger import (
+    Balance,
+    DeductItem,
     IdempotencyConflict,
     InsufficientCredits,
     Ledger,
     Usage,
 )
-from domain.reconcile import reconcile
-from models import CreditReservation, CreditTransaction, CreditUsageLog
-from models.db import utcnow
+from domain.reconcile import EXPIRED_HOLD_GRACE, HOLD_SWEEP_INTERVAL, reconcile
+from models import Account, CreditReservation, CreditTransaction, CreditUsageLog
+from models.db import WriteInReadTransaction, utcnow
 from tests import builders
+from workflows.hold_sweeper import SweeperInput
 
 USAGE = Usage(operation_type="image_generation", model_name="m")
+ACCOUNTS = Account.__table__
+HOLDS = CreditReservation.__table__
 
 
 def _count(engine, table, *where) -> int:
@@ -146,7 +159,7 @@ def test_expired_hold_is_released_and_reconcile_sees_it_first(engine):
     ledger = Ledger(engine, hold_ttl_seconds=60)
     hold = ledger.reserve(acct, 10, "terminated-run")
     assert ledger.balance(acct).available == 0
-    later = utcnow() + timedelta(minutes=5)
+    later = hold.expires_at + EXPIRED_HOLD_GRACE + timedelta(minutes=1)  # the sweeper lags
     breaches = reconcile(engine, now=later)
     assert [b.check for b in breaches] == ["expired_hold"]
     assert ledger.expire_holds(now=later) == 1
@@ -288,3 +301,202 @@ def test_deduct_many_keeps_one_entry_per_key_and_returns_each_refusal_in_place(e
     assert ledger.balance(acct).credits == 0
     assert _count(engine, CreditUsageLog.__table__) == 5
     assert reconcile(engine) == []
+
+
+# ---- lock order on PostgreSQL: holds (by id) first, then the account row -------------------
+def _postgres_only(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row-lock order is a PostgreSQL matter: SQLite locks the whole database")
+
+
+def _wait_until_blocked_by(
+    engine: Engine, pid: int, call: futures.Future[Any], timeout: float = 10.0
+) -> None:
+    """Return once a backend waits for a lock that backend `pid` holds, or `call` is done."""
+    deadline = time.monotonic() + timeout
+    blocked_by = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+    )
+    with engine.connect() as watch:
+        while not futures.wait([call], timeout=0.01).done:
+            waiting = watch.execute(blocked_by, {"pid": pid}).scalar_one()
+            watch.rollback()  # pg_stat_activity is a per-transaction snapshot
+            if waiting:
+                return
+            assert time.monotonic() < deadline, "the call neither finished nor waited for X"
+
+
+def _against_a_hold_locker(
+    engine: Engine, hold_id: int, account_id: int, call: Callable[[], Any]
+) -> Any:
+    """Connection X locks the hold (as a deduction or a release does first); `call` runs in a
+    thread until it finishes or waits for X; then X updates the account row and commits.
+    Under one lock order both finish; a path that locks a hold while it holds the account
+    row deadlocks with X (PostgreSQL aborts one of the two with DeadlockDetected)."""
+    with ThreadPoolExecutor(max_workers=1) as pool, engine.connect() as x:
+        x_pid = x.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        x.execute(select(HOLDS.c.id).where(HOLDS.c.id == hold_id).with_for_update())
+        call_done = pool.submit(call)
+        _wait_until_blocked_by(engine, x_pid, call_done)
+        x.execute(
+            update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(credits=ACCOUNTS.c.credits)
+        )
+        x.commit()
+        return call_done.result(timeout=30)
+
+
+def test_reserve_expiring_holds_does_not_deadlock_with_a_deduction(engine):
+    _postgres_only(engine)
+    acct, _ = builders.account(engine, credits=30)
+    clock = [utcnow()]
+    ledger = Ledger(engine, hold_ttl_seconds=60, clock=lambda: clock[0])
+    ledger.reserve(acct, 10, "run-1:hold")
+    second = ledger.reserve(acct, 10, "run-2:hold")
+    clock[0] += timedelta(minutes=2)  # both expired, the sweeper has not run yet
+    fresh = _against_a_hold_locker(
+        engine, second.hold_id, acct, lambda: ledger.reserve(acct, 25, "run-3:hold")
+    )
+    assert fresh.amount == 25  # only possible once both expired holds gave their 20 back
+    assert ledger.balance(acct) == Balance(credits=30, reserved=25, available=5)
+    assert reconcile(engine, now=clock[0]) == []
+
+
+def test_a_deduction_on_a_closed_hold_does_not_lock_it_after_the_account_row(engine):
+    _postgres_only(engine)
+    acct, _ = builders.account(engine, credits=20)
+    ledger = Ledger(engine)
+    hold = ledger.reserve(acct, 5, "run:hold")
+    ledger.release(hold.hold_id)
+    charged = _against_a_hold_locker(
+        engine,
+        hold.hold_id,
+        acct,
+        lambda: ledger.deduct(acct, 1, "run:image:1", USAGE, hold_id=hold.hold_id),
+    )
+    assert charged.balance_after == 19
+    assert reconcile(engine) == []
+
+
+def test_deduct_many_locks_all_its_holds_before_the_account_row(engine):
+    _postgres_only(engine)
+    acct, _ = builders.account(engine, credits=20)
+    ledger = Ledger(engine)
+    first = ledger.reserve(acct, 5, "a:hold")
+    second = ledger.reserve(acct, 5, "b:hold")
+    items = [
+        DeductItem(1, "a:image:1", USAGE, hold_id=first.hold_id),
+        DeductItem(1, "b:image:1", USAGE, hold_id=second.hold_id),
+    ]
+    results = _against_a_hold_locker(
+        engine, second.hold_id, acct, lambda: ledger.deduct_many(acct, items)
+    )
+    assert [r.balance_after for r in results] == [19, 18]
+    assert reconcile(engine) == []
+
+
+# ---- reconcile and the hold sweeper --------------------------------------------------------
+def test_an_expired_hold_is_a_breach_only_once_the_sweeper_should_have_released_it(engine):
+    acct, _ = builders.account(engine, credits=10)
+    hold = Ledger(engine, hold_ttl_seconds=60).reserve(acct, 10, "terminated-run")
+    overdue = hold.expires_at + EXPIRED_HOLD_GRACE
+    for not_yet in (hold.expires_at + timedelta(seconds=1), overdue - timedelta(seconds=1)):
+        assert reconcile(engine, now=not_yet) == [], not_yet
+    breaches = reconcile(engine, now=overdue + timedelta(seconds=1))
+    assert [(b.check, b.account_id) for b in breaches] == [("expired_hold", acct)]
+    assert (
+        reconcile(engine, now=hold.expires_at + timedelta(seconds=1), hold_grace=timedelta()) != []
+    )
+
+
+def test_the_grace_follows_the_sweepers_interval():
+    assert timedelta(seconds=SweeperInput().interval_seconds) == HOLD_SWEEP_INTERVAL
+    assert EXPIRED_HOLD_GRACE > HOLD_SWEEP_INTERVAL
+
+
+# ---- exact USD sums ------------------------------------------------------------------------
+def test_usd_totals_are_exact_decimals_on_both_databases(engine):
+    amounts = [Decimal("99999999.999999")] * 200 + [Decimal("0.1"), Decimal("0.000001")] * 100
+    exact = sum(amounts, Decimal(0))
+    assert Decimal(sum(float(a) for a in amounts)).quantize(Decimal("0.000001")) != exact
+    acct, _ = builders.account(engine, credits=len(amounts))
+    ledger = Ledger(engine)
+    usage = [Usage("image_generation", cost_usd=a, billed_usd=Decimal("0.010001")) for a in amounts]
+    results = ledger.deduct_many(acct, [DeductItem(1, f"k:{i}", u) for i, u in enumerate(usage)])
+    assert all(not isinstance(r, Exception) for r in results)
+    totals = ledger.usage_totals(acct, "image_generation")
+    assert (totals.count, totals.credits) == (400, 400)
+    assert totals.cost_usd == exact == Decimal("20000000009.999900")
+    assert totals.billed_usd == Decimal("4.000400")
+    assert isinstance(totals.cost_usd, Decimal) and isinstance(totals.billed_usd, Decimal)
+    assert ledger.usage_totals(acct, "clustering").cost_usd == Decimal(0)
+
+
+# ---- SQLite: reads are deferred, writes BEGIN IMMEDIATE ------------------------------------
+def _sqlite_only(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN modes; PostgreSQL readers never wait for writers")
+
+
+def test_a_read_answers_while_another_connection_holds_a_write_transaction(engine):
+    acct, _ = builders.account(engine, credits=10)
+    ledger = Ledger(engine)
+    with ThreadPoolExecutor(max_workers=1) as pool, engine.begin() as writer:
+        ledger.credit_in(writer, acct, 5, "stripe:pi_1", "Credit purchase")  # not committed
+        read = pool.submit(ledger.balance, acct)
+        # Answered while the writer is still open: the read did not queue behind it
+        # (before: its BEGIN IMMEDIATE waited up to the 30 s busy timeout).
+        assert read.result(timeout=2).credits == 10
+    assert ledger.balance(acct).credits == 15
+    assert reconcile(engine) == []
+
+
+@contextmanager
+def _write_transaction(engine: Engine, kind: str) -> Iterator[Any]:
+    if kind == "engine.begin":
+        with engine.begin() as conn:
+            yield conn
+    else:
+        with Session(engine) as session, session.begin():
+            yield session
+
+
+@pytest.mark.parametrize("second", ["engine.begin", "session"])
+def test_two_write_transactions_still_serialise(engine, second):
+    _sqlite_only(engine)
+    acct, _ = builders.account(engine, credits=10, name="n")
+    name = select(ACCOUNTS.c.name).where(ACCOUNTS.c.id == acct)
+    first_read, first_may_write, second_starts, second_read = Event(), Event(), Event(), Event()
+
+    def append(kind: str, read: Event, before_write: Event | None) -> None:
+        with _write_transaction(engine, kind) as tx:
+            seen = tx.execute(name).scalar_one()
+            read.set()
+            if before_write is not None:
+                assert before_write.wait(10)
+            tx.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == acct).values(name=seen + "+"))
+
+    def second_writer() -> None:
+        second_starts.set()
+        append(second, second_read, None)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(append, "engine.begin", first_read, first_may_write)
+        assert first_read.wait(10)
+        later = pool.submit(second_writer)
+        assert second_starts.wait(10)
+        # The second writer's BEGIN IMMEDIATE waits for the first: it cannot even read yet.
+        assert not second_read.wait(0.3)
+        first_may_write.set()
+        first.result(timeout=10)
+        later.result(timeout=10)
+    with engine.connect() as conn:
+        assert conn.execute(name).scalar_one() == "n++"  # no lost update, no SQLITE_BUSY
+
+
+def test_a_write_on_a_read_connection_is_refused_on_sqlite(engine):
+    _sqlite_only(engine)
+    acct, _ = builders.account(engine, credits=10)
+    with engine.connect() as conn:
+        conn.execute(select(ACCOUNTS.c.id))
+        with pytest.raises(WriteInReadTransaction, match=r"engine\.begin\(\)"):
+            conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == acct).values(name="x"))
