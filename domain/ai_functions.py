@@ -26,6 +26,9 @@ class AIFunction:
     item_kind: str  # what one charge is for: "image", "content", ...
     items_label: str  # "images", "articles": how messages count the items
     done_title: str  # the success notification's title
+    done_phrase: str  # "Generated {n} images": what a success message says was made
+    run_label: str  # "Image batch": what a stand-alone run of it is called
+    failed_title: str  # the failure notification's title
 
     def item_key(self, workflow_id: str, item_id: int) -> str:
         """The idempotency key of one item's charge (and of its AI call record)."""
@@ -37,23 +40,27 @@ class AIFunction:
 
 AUTO_CLUSTER = AIFunction(
     "auto_cluster", "clustering", "ai_cluster", "text", "keyword-batch", "keyword batches",
-    "Keywords clustered",
+    "Keywords clustered", "Clustered {n} keyword batches", "Clustering",
+    "Keyword clustering failed",
 )  # fmt: skip
 GENERATE_IDEAS = AIFunction(
     "generate_ideas", "idea_generation", "ai_ideas", "text", "cluster", "clusters",
-    "Ideas generated",
+    "Ideas generated", "Generated ideas for {n} clusters", "Idea generation",
+    "Idea generation failed",
 )  # fmt: skip
 GENERATE_CONTENT = AIFunction(
     "generate_content", "content_generation", "ai_content", "text", "task", "articles",
-    "Articles written",
+    "Articles written", "Wrote {n} articles", "Content generation",
+    "Content generation failed",
 )  # fmt: skip
 GENERATE_IMAGE_PROMPTS = AIFunction(
     "generate_image_prompts", "image_prompt_extraction", "ai_image_prompts", "text", "content",
-    "articles", "Image prompts written",
+    "articles", "Image prompts written", "Wrote image prompts for {n} articles",
+    "Image prompt batch", "Image prompt writing failed",
 )  # fmt: skip
 GENERATE_IMAGES = AIFunction(
     "generate_images", "image_generation", "ai_image", "image", "image", "images",
-    "Images generated",
+    "Images generated", "Generated {n} images", "Image batch", "Image generation failed",
 )  # fmt: skip
 
 AI_FUNCTIONS: dict[str, AIFunction] = {

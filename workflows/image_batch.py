@@ -10,25 +10,17 @@ like the cancel signal. History stays bounded: the batch continues as new with i
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows.engine.control import ControlInput, ControlState, ProgressRequest, RunControl
-from workflows.engine.items import (
-    Deferred,
-    Failed,
-    ItemLoop,
-    ItemOutcome,
-    LoopState,
-    Produced,
-    StopPublisher,
-)
-from workflows.engine.metering import Charge, Meter, MeterState
+from workflows.engine.batch import BatchState, MeteredBatch
+from workflows.engine.control import ControlInput, ProgressRequest
+from workflows.engine.items import Deferred, Failed, ItemOutcome, Produced
+from workflows.engine.metering import Charge
 from workflows.engine.policies import (
     DB_RETRY,
     DB_TIMEOUT,
@@ -59,15 +51,11 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["BatchProgress", "ControlInput", "ImageBatchInput", "ImageBatchWorkflow"]
 
 
-class BatchState(BaseModel):
+class ImageBatchState(BatchState):
     """Everything the batch knows; carried across continue-as-new (only gains defaults)."""
 
-    meter: MeterState = Field(default_factory=MeterState)
-    control: ControlState = Field(default_factory=ControlState)
-    loop: LoopState = Field(default_factory=LoopState)
     plan: PlanOutput | None = None  # without its slots: they live on in `pending` only
     pending: list[ImageSlot] = Field(default_factory=list)
-    runs: int = 1
 
     @model_validator(mode="before")
     @classmethod
@@ -87,7 +75,7 @@ class ImageBatchInput(Frozen):
     # Claims stop at this many events; then at most 2×C images drain, each adding at most
     # 12 events (two activities, two workflow tasks): 4000 + 24×200 < 10,240.
     history_limit: int = 4000
-    state: BatchState | None = None
+    state: ImageBatchState | None = None
 
 
 class BatchProgress(Frozen):
@@ -117,100 +105,95 @@ class ImageBatchWorkflow:
     @workflow.init
     def __init__(self, inp: ImageBatchInput) -> None:
         self.inp = inp
-        self.s = inp.state or BatchState()
-        self.control = RunControl(self.s.control)
-        self.meter = Meter(
-            GENERATE_IMAGES, inp.account_id, inp.batch_id, self.s.meter, inp.batch_id
-        )
-        self.stop = StopPublisher(self.control, self._publish_stop)
-        self.loop = ItemLoop(
+        self.s = inp.state or ImageBatchState()
+        self.batch = MeteredBatch(
+            GENERATE_IMAGES,
+            inp.account_id,
+            inp.batch_id,
+            self.s,
             self.s.pending,
-            self.s.loop,
-            self.control,
-            self.meter,
             self,
-            self.stop,
             concurrency=lambda: self.s.plan.max_concurrency if self.s.plan else 1,
             history_limit=inp.history_limit,
-            on_change=self._publish_details,
+            publish_stop=self._publish_stop,
+            on_change=lambda: workflow.set_current_details(self.batch.details()),
         )
 
     # ---- controls ----------------------------------------------------------------
     @workflow.signal
     def pause(self, inp: ControlInput) -> None:
-        self.control.pause(inp.reason or "user")
+        self.batch.control.pause(inp.reason or "user")
 
     @workflow.signal
     def resume(self, inp: ControlInput) -> None:
-        self.control.resume()
+        self.batch.control.resume()
 
     @workflow.signal
     def cancel(self, inp: ControlInput) -> None:
-        self.control.cancel()
+        self.batch.control.cancel()
 
     @workflow.query
     def progress(self, _: ProgressRequest | None = None) -> BatchProgress:
-        return self._progress()
+        c = self.batch.counts()
+        return BatchProgress(
+            batch_id=self.inp.batch_id,
+            status=c.status,
+            pause_reason=c.pause_reason,
+            images_total=c.total,
+            images_done=c.done,
+            images_failed=c.failed,
+            images_in_flight=c.in_flight,
+            credits_reserved=c.credits_reserved,
+            credits_used=c.credits_used,
+            cost_usd=c.cost_usd,
+            balance=c.balance,
+            errors=c.errors,
+        )
 
     @workflow.query
     def credits(self, _: ProgressRequest | None = None) -> CreditsView:
-        p = self._progress()
+        c = self.batch.counts()
         return CreditsView(
-            balance=p.balance,
-            credits_reserved=p.credits_reserved,
-            credits_used=p.credits_used,
-            cost_usd=p.cost_usd,
+            balance=c.balance,
+            credits_reserved=c.credits_reserved,
+            credits_used=c.credits_used,
+            cost_usd=c.cost_usd,
         )
 
     # ---- run ---------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: ImageBatchInput) -> BatchProgress:
-        try:
-            if inp.state is None and not await self.control.shielded(self._start()):
-                return self._progress()
-            finished = await self.loop.run()
-        except asyncio.CancelledError:  # a cancel from the Temporal UI/CLI
-            self.control.temporal_cancel = True
-            self.control.cancel()
-            await self.control.shielded(self.stop.sync())
-            await workflow.wait_condition(lambda: self.loop.in_flight == 0)
-            finished = True
-        if not finished:
-            self.s.runs += 1
-            workflow.continue_as_new(inp.model_copy(update={"state": self.s}))
-        result = await self.control.shielded(self._finish())
-        if self.control.temporal_cancel:
-            raise asyncio.CancelledError("image batch cancelled")
-        return result
+        await self.batch.run(inp.state is None, self._start, self._record, self._roll)
+        return self.progress()
+
+    def _roll(self) -> NoReturn:
+        workflow.continue_as_new(self.inp.model_copy(update={"state": self.s}))
 
     async def _start(self) -> bool:
         """Open the log, plan, reserve the whole quote; False if the batch cannot start."""
-        inp = self.inp
-        await self.meter.open(
-            {
-                "task_ids": inp.task_ids,
-                "model": inp.model,
-                "max_in_article_images": inp.max_in_article_images,
-            },
-            inp.model,
-        )
+        inp, meter = self.inp, self.batch.meter
+        payload = {
+            "task_ids": inp.task_ids,
+            "model": inp.model,
+            "max_in_article_images": inp.max_in_article_images,
+        }
+        await meter.open(payload, inp.model)
         try:
             plan = await self._plan()
         except ActivityError as err:
-            await self._fail(message(err), {})
+            await self.batch.fail(message(err), {}, self._record)
             return False
         self.s.plan = plan.model_copy(update={"slots": []})
         self.s.pending.extend(plan.slots)
         self.s.loop.total = len(plan.slots)
-        self.meter.state.model_name = plan.model_name
-        self.meter.state.credit_price_usd = plan.credit_price_usd
+        meter.state.model_name = plan.model_name
+        meter.state.credit_price_usd = plan.credit_price_usd
         required = len(plan.slots) * plan.credits_per_image
         if required > 0:
-            hold = await self.meter.reserve(required, f"{inp.batch_id}:hold")
+            hold = await meter.reserve(required, f"{inp.batch_id}:hold")
             if not hold.ok:
-                await self._fail(
-                    hold.message, {"required": hold.required, "available": hold.available}
-                )
+                details = {"required": hold.required, "available": hold.available}
+                await self.batch.fail(hold.message, details, self._record)
                 return False
         return True
 
@@ -222,7 +205,7 @@ class ImageBatchWorkflow:
                 batch_id=inp.batch_id,
                 account_id=inp.account_id,
                 task_ids=inp.task_ids,
-                task_log_id=self.meter.state.task_log_id,
+                task_log_id=self.batch.meter.state.task_log_id,
                 model=inp.model,
                 max_in_article_images=inp.max_in_article_images,
             ),
@@ -278,14 +261,6 @@ class ImageBatchWorkflow:
     async def withdraw(self, item_id: int, error: str) -> None:
         await self._mark_failed(item_id, error, withdraw=True)
 
-    async def paused(self, reason: str, message: str) -> None:
-        await self.meter.notify_paused(
-            reason,
-            "Image batch paused",
-            f"Image batch paused: {message}. Top up and resume to go on.",
-            {"batch_id": self.inp.batch_id},
-        )
-
     async def _mark_failed(self, image_id: int, error: str, withdraw: bool) -> MarkFailedOutput:
         return await workflow.execute_activity_method(
             ImageActivities.mark_image_failed,
@@ -304,115 +279,23 @@ class ImageBatchWorkflow:
             summary="Stop waiting provider calls" if stopped else "Let provider calls go on",
         )
 
-    # ---- the end -----------------------------------------------------------------------
-    async def _finish(self) -> BatchProgress:
-        await self.loop.settle()
-        await self.meter.release()
-        s = self.s.loop
-        if self.s.control.cancel_requested:
-            self.control.decide("cancelled")
-        elif s.done == 0 and s.failed > 0:
-            self.control.decide("failed")
-        else:
-            self.control.decide("completed")
-        outcome = self.control.decided
-        error = "; ".join(s.errors) if outcome == "failed" else None
-        await asyncio.gather(
-            self.meter.close(outcome, self._summary(), error),
-            self._final_notification(outcome),
-            self._record(outcome),
-        )
-        self.control.finished()
-        self._publish_details()
-        return self._progress()
-
-    async def _final_notification(self, outcome: str) -> None:
-        s, m = self.s.loop, self.meter.state
-        failed = f", {s.failed} failed" if s.failed else ""
-        money = f"{m.credits_used} credits (${m.cost_usd:.4f} provider cost)"
-        if outcome == "completed":
-            await self.meter.notify(
-                "success", "Images generated", f"Generated {s.done} images using {money}{failed}",
-                self._summary(),
-            )  # fmt: skip
-        elif outcome == "cancelled":
-            await self.meter.notify(
-                "cancelled", "Image batch cancelled",
-                f"Cancelled after {s.done} images using {money}{failed}", self._summary(),
-            )  # fmt: skip
-        else:
-            await self.meter.notify(
-                "failed", "Image generation failed",
-                f"Image generation failed: {s.failed} images failed ({'; '.join(s.errors)})",
-                self._summary(),
-            )  # fmt: skip
-
-    async def _fail(self, reason: str, details: dict[str, int]) -> None:
-        """End before any generation: log error, notify, record; nothing was charged."""
-        self.control.decide("failed")
-        self.s.loop.errors = [reason]
-        await self.meter.close("failed", dict(details), reason)
-        await self.meter.notify("failed", "Image generation failed", reason, dict(details))
-        await self._record("failed")
-        self.control.finished()
-
     async def _record(self, outcome: str) -> None:
-        s, m = self.s.loop, self.meter.state
+        c = self.batch.counts()
         await workflow.execute_activity_method(
             ImageActivities.finish_image_batch,
             FinishBatchInput(
                 batch_id=self.inp.batch_id,
                 status=outcome,
-                images_total=s.total,
-                images_done=s.done,
-                images_failed=s.failed,
-                credits_used=m.credits_used,
-                cost_usd=m.cost_usd,
-                errors=list(s.errors),
+                images_total=c.total,
+                images_done=c.done,
+                images_failed=c.failed,
+                credits_used=c.credits_used,
+                cost_usd=c.cost_usd,
+                errors=c.errors,
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
             summary=f"Record the batch as {outcome}",
-        )
-
-    # ---- views -------------------------------------------------------------------------
-    def _progress(self) -> BatchProgress:
-        s, m = self.s.loop, self.meter.state
-        return BatchProgress(
-            batch_id=self.inp.batch_id,
-            status=self.control.status,
-            pause_reason=self.control.pause_reason,
-            images_total=s.total,
-            images_done=s.done,
-            images_failed=s.failed,
-            images_in_flight=self.loop.in_flight,
-            credits_reserved=0 if self.control.final else self.meter.reserved_left(),
-            credits_used=m.credits_used,
-            cost_usd=m.cost_usd,
-            balance=m.balance,
-            errors=list(s.errors),
-        )
-
-    def _summary(self) -> dict[str, object]:
-        p = self._progress()
-        return {
-            "images_total": p.images_total,
-            "images_done": p.images_done,
-            "images_failed": p.images_failed,
-            "credits_used": p.credits_used,
-            "cost_usd": str(p.cost_usd),
-            "balance": p.balance,
-            "status": self.control.decided,
-            "batch_id": self.inp.batch_id,
-        }
-
-    def _publish_details(self) -> None:
-        """The Temporal UI's "current details"; built from state (called per image)."""
-        p = self._progress()
-        workflow.set_current_details(
-            f"**{p.status}** · images {p.images_done}/{p.images_total} done, "
-            f"{p.images_failed} failed, {p.images_in_flight} in flight · "
-            f"credits used {p.credits_used} · ${p.cost_usd:.4f} · balance {p.balance}"
         )
 
 

@@ -78,8 +78,6 @@ class ItemWork(Protocol[I_contra]):
 
     async def withdraw(self, item_id: int, error: str) -> None: ...
 
-    async def paused(self, reason: str, message: str) -> None: ...
-
 
 class StopPublisher:
     """Tells the workers when the run stops or goes on, so its calls still waiting for a
@@ -119,6 +117,7 @@ class ItemLoop(Generic[I]):
         work: ItemWork[I],
         stop: StopPublisher,
         *,
+        on_pause: Callable[[str, str], Coroutine[Any, Any, None]],
         concurrency: Callable[[], int],
         history_limit: int,
         more_coming: Callable[[], bool] = lambda: False,
@@ -131,6 +130,7 @@ class ItemLoop(Generic[I]):
         self.meter = meter
         self.work = work
         self.stop = stop
+        self.on_pause = on_pause
         self.concurrency = concurrency
         self.history_limit = history_limit
         self.more_coming = more_coming
@@ -255,7 +255,7 @@ class ItemLoop(Generic[I]):
         if outcome.error_type == "InsufficientCredits" and not final:
             self.state.uncharged.append(charge)
             if self.control.pause("insufficient_credits"):
-                await self.work.paused("insufficient_credits", outcome.message)
+                await self.on_pause("insufficient_credits", outcome.message)
             return
         error = f"not charged, withdrawn: {outcome.message}"
         await self.work.withdraw(charge.item_id, error)

@@ -1,0 +1,211 @@
+"""A stand-alone batch of one AI function over a list of items (an image batch, a text
+batch): the lifecycle every such workflow shares, so the workflow class only plans, runs
+one item and records itself.
+
+start (open the log, plan, reserve; a refusal ends it as failed, nothing charged) → the
+item loop → settle leftovers → release the hold → close the log, notify and record
+together → the final status. A cancel from the Temporal UI or CLI is the cancel signal;
+when the history is full the batch continues as new with its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from decimal import Decimal
+from typing import Any, Generic, NoReturn, TypeVar
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+
+from workflows.engine.control import ControlState, RunControl, Status
+from workflows.engine.items import ItemLoop, ItemWork, LoopState, StopPublisher
+from workflows.engine.metering import Meter, MeterState
+
+with workflow.unsafe.imports_passed_through():
+    from activities.common import Frozen
+    from domain.ai_functions import AIFunction
+
+I = TypeVar("I")  # noqa: E741 (the item type)
+
+
+class BatchState(BaseModel):
+    """The engine's part of a batch's state; carried across continue-as-new (only gains
+    fields with defaults). A workflow's own state extends it with its plan and items."""
+
+    meter: MeterState = Field(default_factory=MeterState)
+    control: ControlState = Field(default_factory=ControlState)
+    loop: LoopState = Field(default_factory=LoopState)
+    runs: int = 1
+
+
+class BatchCounts(Frozen):
+    """What every batch reports; each workflow names the fields for its items."""
+
+    status: str
+    pause_reason: str | None
+    total: int
+    done: int
+    failed: int
+    in_flight: int
+    credits_reserved: int
+    credits_used: int
+    cost_usd: Decimal
+    balance: int | None
+    errors: list[str]
+
+
+class MeteredBatch(Generic[I]):
+    def __init__(
+        self,
+        fn: AIFunction,
+        account_id: int,
+        batch_id: str,
+        state: BatchState,
+        pending: list[I],
+        work: ItemWork[I],
+        *,
+        concurrency: Callable[[], int],
+        history_limit: int,
+        publish_stop: Callable[[bool], Coroutine[Any, Any, None]],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.fn = fn
+        self.batch_id = batch_id
+        self.state = state
+        self.control = RunControl(state.control)
+        self.meter = Meter(fn, account_id, batch_id, state.meter, batch_id)
+        self.stop = StopPublisher(self.control, publish_stop)
+        self.loop = ItemLoop(
+            pending,
+            state.loop,
+            self.control,
+            self.meter,
+            work,
+            self.stop,
+            on_pause=self._paused,
+            concurrency=concurrency,
+            history_limit=history_limit,
+            on_change=on_change,
+        )
+
+    async def run(
+        self,
+        fresh: bool,
+        start: Callable[[], Awaitable[bool]],
+        record: Callable[[str], Awaitable[None]],
+        roll: Callable[[], NoReturn],
+    ) -> None:
+        """Start (unless continued), work the items, finish; `roll` continues as new."""
+        try:
+            if fresh and not await self.control.shielded(start()):
+                return
+            finished = await self.loop.run()
+        except asyncio.CancelledError:  # a cancel from the Temporal UI/CLI
+            self.control.temporal_cancel = True
+            self.control.cancel()
+            await self.control.shielded(self.stop.sync())
+            await workflow.wait_condition(lambda: self.loop.in_flight == 0)
+            finished = True
+        if not finished:
+            self.state.runs += 1
+            roll()
+        await self.control.shielded(self._finish(record))
+        if self.control.temporal_cancel:
+            raise asyncio.CancelledError(f"{self.fn.run_label} cancelled")
+
+    async def fail(
+        self, reason: str, details: dict[str, int], record: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """End before any generation: log the error, notify, record; nothing was charged."""
+        self.control.decide("failed")
+        self.state.loop.errors = [reason]
+        await self.meter.close("failed", dict(details), reason)
+        await self.meter.notify("failed", self.fn.failed_title, reason, dict(details))
+        await record("failed")
+        self.control.finished()
+
+    async def _finish(self, record: Callable[[str], Awaitable[None]]) -> None:
+        await self.loop.settle()
+        await self.meter.release()
+        self.control.decide(self._outcome())
+        outcome = self.control.decided
+        errors = self.state.loop.errors
+        await asyncio.gather(
+            self.meter.close(
+                outcome, self.summary(), "; ".join(errors) if outcome == "failed" else None
+            ),
+            self._notify_end(outcome),
+            record(outcome),
+        )
+        self.control.finished()
+
+    def _outcome(self) -> Status:
+        s = self.state.loop
+        if self.state.control.cancel_requested:
+            return "cancelled"
+        return "failed" if s.done == 0 and s.failed > 0 else "completed"
+
+    async def _notify_end(self, outcome: str) -> None:
+        s, m, fn = self.state.loop, self.meter.state, self.fn
+        failed = f", {s.failed} failed" if s.failed else ""
+        money = f"{m.credits_used} credits (${m.cost_usd:.4f} provider cost)"
+        made = fn.done_phrase.format(n=s.done)
+        if outcome == "completed":
+            await self.meter.notify(
+                "success", fn.done_title, f"{made} using {money}{failed}", self.summary()
+            )
+        elif outcome == "cancelled":
+            text = f"Cancelled: {made[0].lower()}{made[1:]} using {money}{failed}"
+            await self.meter.notify("cancelled", f"{fn.run_label} cancelled", text, self.summary())
+        else:
+            text = f"{fn.failed_title}: {s.failed} {fn.items_label} failed ({'; '.join(s.errors)})"
+            await self.meter.notify("failed", fn.failed_title, text, self.summary())
+
+    async def _paused(self, reason: str, message: str) -> None:
+        label = self.fn.run_label
+        await self.meter.notify_paused(
+            reason,
+            f"{label} paused",
+            f"{label} paused: {message}. Top up and resume to go on.",
+            {"batch_id": self.batch_id},
+        )
+
+    def counts(self) -> BatchCounts:
+        s, m = self.state.loop, self.meter.state
+        return BatchCounts(
+            status=self.control.status,
+            pause_reason=self.control.pause_reason,
+            total=s.total,
+            done=s.done,
+            failed=s.failed,
+            in_flight=self.loop.in_flight,
+            credits_reserved=0 if self.control.final else self.meter.reserved_left(),
+            credits_used=m.credits_used,
+            cost_usd=m.cost_usd,
+            balance=m.balance,
+            errors=list(s.errors),
+        )
+
+    def summary(self) -> dict[str, object]:
+        c = self.counts()
+        label = self.fn.items_label.replace(" ", "_")
+        return {
+            f"{label}_total": c.total,
+            f"{label}_done": c.done,
+            f"{label}_failed": c.failed,
+            "credits_used": c.credits_used,
+            "cost_usd": str(c.cost_usd),
+            "balance": c.balance,
+            "status": self.control.decided,
+            "batch_id": self.batch_id,
+        }
+
+    def details(self) -> str:
+        """The Temporal UI's "current details" line."""
+        c = self.counts()
+        return (
+            f"**{c.status}** · {self.fn.items_label} {c.done}/{c.total} done, {c.failed} failed, "
+            f"{c.in_flight} in flight · credits used {c.credits_used} · ${c.cost_usd:.4f} · "
+            f"balance {c.balance}"
+        )
