@@ -22,6 +22,7 @@ from activities.ledger import LedgerActivities
 from activities.logging import LoggingActivities
 from activities.provider_gate import ProviderGate
 from activities.runs import RunActivities
+from activities.text import TextActivities
 from core.settings import Settings, get_settings
 from core.temporal import DATA_CONVERTER
 from domain.ledger import Ledger
@@ -31,10 +32,11 @@ from providers.media_store import media_store_from_settings
 from providers.registry import ProviderRegistry
 from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput, sweeper_id
 from workflows.image_batch import ImageBatchWorkflow
+from workflows.text_batch import TextBatchWorkflow
 
 log = logging.getLogger("igny8.worker")
 
-WORKFLOWS: Sequence[type] = (ImageBatchWorkflow, HoldSweeperWorkflow)
+WORKFLOWS: Sequence[type] = (ImageBatchWorkflow, TextBatchWorkflow, HoldSweeperWorkflow)
 
 
 def build_gate(engine: Any, executor: ThreadPoolExecutor | None) -> ProviderGate:
@@ -61,6 +63,7 @@ def build_activities(
     store = media_store_from_settings(settings)
     images = ImageActivities(engine, providers, store, gate, executor)
     runs = RunActivities(gate.pool)
+    text = TextActivities(engine, providers, gate, executor)
     return [
         led.reserve_credits,
         led.deduct_credits,
@@ -77,6 +80,10 @@ def build_activities(
         images.mark_image_failed,
         images.finish_image_batch,
         runs.set_run_stopped,
+        runs.forget_run,
+        text.plan_text_batch,
+        text.generate_text,
+        text.withdraw_text,
     ]
 
 

@@ -515,4 +515,3 @@ class ImageActivities:
                     finished_at=utcnow(),
                 )
             )
-        self.gate.pool.forget(inp.batch_id)

@@ -22,3 +22,8 @@ class RunActivities:
         """Paused or cancelled (True), or resumed (False), for every worker to see: a call
         of the run still waiting for a provider slot then gives up its turn."""
         self.pool.set_stopped(inp.workflow_id, inp.stopped)
+
+    @activity.defn(name="forget_run")
+    def forget_run(self, inp: RunStopInput) -> None:
+        """A finished run's stop row is no longer read by anyone."""
+        self.pool.forget(inp.workflow_id)

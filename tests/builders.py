@@ -14,6 +14,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.images import GenerateImageInput, ImageActivities
 from domain.accounts import create_account
+from domain.ledger import Ledger
+from domain.pricing import ModelPricing
 from models import AIModelConfig, BillingConfiguration, Content, Image, Sector, Site, Task
 from providers.media_store import LocalMediaStore
 from worker import build_gate
@@ -40,6 +42,29 @@ def model_config(engine: Engine, **overrides: Any) -> AIModelConfig:
         session.add(cfg)
         session.commit()
         return cfg
+
+
+def text_model_config(engine: Engine, **overrides: Any) -> AIModelConfig:
+    """A text model priced so a call costs several credits (100 tokens a credit)."""
+    fields: dict[str, Any] = {
+        "model_name": "test-text-model",
+        "provider": "openai",
+        "model_type": "text",
+        "cost_per_1k_input": Decimal("0.000150"),
+        "cost_per_1k_output": Decimal("0.000600"),
+        "tokens_per_credit": 100,
+        "max_concurrency": 5,
+    }
+    fields.update(overrides)
+    return model_config(engine, **fields)
+
+
+def pricing_of(cfg: AIModelConfig) -> ModelPricing:
+    return ModelPricing.from_config(cfg)
+
+
+def balance(engine: Engine, account_id: int) -> int:
+    return Ledger(engine).balance(account_id).credits
 
 
 def billing_config(engine: Engine, price: str = "0.01") -> None:

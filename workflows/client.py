@@ -11,6 +11,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from core.temporal import ACCOUNT_ID, RUN_KIND, SITE_ID
 from workflows.image_batch import BatchProgress, ImageBatchInput, ImageBatchWorkflow
+from workflows.text_batch import TextBatchInput, TextBatchProgress, TextBatchWorkflow
 
 
 def new_batch_id(account_id: int) -> str:
@@ -60,5 +61,46 @@ async def start_image_batch(
         search_attributes=TypedSearchAttributes(attrs),
         static_summary=f"Image batch: {len(task_ids)} tasks, account {account_id}"
         + (f", model {model}" if model else ""),
+        execution_timeout=timedelta(days=7),
+    )
+
+
+def new_text_batch_id(function_name: str, account_id: int) -> str:
+    return f"text-batch-{account_id}-{function_name.replace('_', '-')}-{uuid.uuid4().hex[:12]}"
+
+
+async def start_text_batch(
+    client: Client,
+    task_queue: str,
+    *,
+    account_id: int,
+    function_name: str,
+    item_ids: list[int],
+    model: str | None = None,
+    site_id: int | None = None,
+    batch_id: str | None = None,
+) -> WorkflowHandle[TextBatchWorkflow, TextBatchProgress]:
+    """Run one text AI function (e.g. generate_image_prompts) over the account's items."""
+    batch_id = batch_id or new_text_batch_id(function_name, account_id)
+    attrs: list[SearchAttributePair] = [
+        SearchAttributePair(ACCOUNT_ID, account_id),
+        SearchAttributePair(RUN_KIND, "text_batch"),
+    ]
+    if site_id is not None:
+        attrs.append(SearchAttributePair(SITE_ID, site_id))
+    return await client.start_workflow(
+        TextBatchWorkflow.run,
+        TextBatchInput(
+            batch_id=batch_id,
+            account_id=account_id,
+            function_name=function_name,
+            item_ids=item_ids,
+            model=model,
+            site_id=site_id,
+        ),
+        id=batch_id,
+        task_queue=task_queue,
+        search_attributes=TypedSearchAttributes(attrs),
+        static_summary=f"{function_name}: {len(item_ids)} items, account {account_id}",
         execution_timeout=timedelta(days=7),
     )

@@ -45,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         PlanOutput,
     )
-    from activities.runs import RunActivities, RunStopInput
     from domain.ai_functions import GENERATE_IMAGES
 
 __all__ = ["BatchProgress", "ControlInput", "ImageBatchInput", "ImageBatchWorkflow"]
@@ -115,7 +114,6 @@ class ImageBatchWorkflow:
             self,
             concurrency=lambda: self.s.plan.max_concurrency if self.s.plan else 1,
             history_limit=inp.history_limit,
-            publish_stop=self._publish_stop,
             on_change=lambda: workflow.set_current_details(self.batch.details()),
         )
 
@@ -268,15 +266,6 @@ class ImageBatchWorkflow:
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
             summary=f"Mark image {image_id} failed (not charged)",
-        )
-
-    async def _publish_stop(self, stopped: bool) -> None:
-        await workflow.execute_activity_method(
-            RunActivities.set_run_stopped,
-            RunStopInput(workflow_id=self.inp.batch_id, stopped=stopped),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary="Stop waiting provider calls" if stopped else "Let provider calls go on",
         )
 
     async def _record(self, outcome: str) -> None:

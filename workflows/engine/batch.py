@@ -11,7 +11,7 @@ when the history is full the batch continues as new with its state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -21,9 +21,11 @@ from temporalio import workflow
 from workflows.engine.control import ControlState, RunControl, Status
 from workflows.engine.items import ItemLoop, ItemWork, LoopState, StopPublisher
 from workflows.engine.metering import Meter, MeterState
+from workflows.engine.policies import DB_RETRY, DB_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from activities.common import Frozen
+    from activities.runs import RunActivities, RunStopInput
     from domain.ai_functions import AIFunction
 
 I = TypeVar("I")  # noqa: E741 (the item type)
@@ -67,7 +69,6 @@ class MeteredBatch(Generic[I]):
         *,
         concurrency: Callable[[], int],
         history_limit: int,
-        publish_stop: Callable[[bool], Coroutine[Any, Any, None]],
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.fn = fn
@@ -75,7 +76,7 @@ class MeteredBatch(Generic[I]):
         self.state = state
         self.control = RunControl(state.control)
         self.meter = Meter(fn, account_id, batch_id, state.meter, batch_id)
-        self.stop = StopPublisher(self.control, publish_stop)
+        self.stop = StopPublisher(self.control, self._publish_stop)
         self.loop = ItemLoop(
             pending,
             state.loop,
@@ -138,6 +139,8 @@ class MeteredBatch(Generic[I]):
             self._notify_end(outcome),
             record(outcome),
         )
+        if self.state.control.stop_row:
+            await self._stop_activity(RunActivities.forget_run, False, "Forget the run's stop")
         self.control.finished()
 
     def _outcome(self) -> Status:
@@ -161,6 +164,19 @@ class MeteredBatch(Generic[I]):
         else:
             text = f"{fn.failed_title}: {s.failed} {fn.items_label} failed ({'; '.join(s.errors)})"
             await self.meter.notify("failed", fn.failed_title, text, self.summary())
+
+    async def _publish_stop(self, stopped: bool) -> None:
+        summary = "Stop waiting provider calls" if stopped else "Let provider calls go on"
+        await self._stop_activity(RunActivities.set_run_stopped, stopped, summary)
+
+    async def _stop_activity(self, activity: Any, stopped: bool, summary: str) -> None:
+        await workflow.execute_activity_method(
+            activity,
+            RunStopInput(workflow_id=self.batch_id, stopped=stopped),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=summary,
+        )
 
     async def _paused(self, reason: str, message: str) -> None:
         label = self.fn.run_label

@@ -47,6 +47,7 @@ class ControlState(BaseModel):
     pauses: int = 0
     cancel_requested: bool = False
     stop_published: bool = False  # the workers know the run is paused or cancelled
+    stop_row: bool = False  # a stop was ever published (its row goes when the run ends)
 
 
 class RunControl:

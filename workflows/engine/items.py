@@ -101,6 +101,7 @@ class StopPublisher:
                 stopped = not self.control.claiming
                 await self._publish(stopped)
                 self.control.state.stop_published = stopped
+                self.control.state.stop_row = True
         finally:
             self._busy = False
 
