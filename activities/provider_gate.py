@@ -36,7 +36,7 @@ T = TypeVar("T")
 log = logging.getLogger("igny8.provider_gate")
 
 POLL_S = 0.05
-LEASE_S = 30.0
+LEASE_S = 15.0  # renewed every 5 s while a call runs; a dead worker's slot frees within it
 STOP_CHECK_S = 0.1
 
 

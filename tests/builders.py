@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.images import GenerateImageInput, ImageActivities
@@ -135,6 +135,13 @@ def image_activities(engine: Engine, providers: Any, media_dir: Path) -> ImageAc
     return ImageActivities(
         engine, providers, LocalMediaStore(media_dir), build_gate(engine, None), None
     )
+
+
+def image_keys(engine: Engine) -> list[str]:
+    """The media-store keys of every generated image."""
+    with Session(engine) as session:
+        rows = session.exec(select(Image.file_path).where(Image.status == "generated")).all()
+        return [r for r in rows if r]
 
 
 def activity_env(attempt: int = 1) -> ActivityEnvironment:

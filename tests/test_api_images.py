@@ -4,36 +4,54 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
+from temporalio.client import Client
 
 from api.deps import get_engine, get_settings_dep, get_temporal
 from api.main import create_app
 from domain.reconcile import reconcile
-from tests import builders
-from tests.temporal_fixtures import WorkerCtx
+from simulator.server import SimulatorThread
+from tests import builders, temporal_fixtures
+from tests.temporal_fixtures import WorkerCtx, running_worker
 from workflows.image_batch import BatchProgress, ImageBatchWorkflow
 
 pytestmark = pytest.mark.temporal
 FINISHED = {"completed", "failed", "cancelled"}
 
 
-@pytest_asyncio.fixture
-async def api(wctx: WorkerCtx) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app in this test's event loop, wired to the test's DB, Temporal and queue."""
+@asynccontextmanager
+async def api_client(wctx: WorkerCtx, temporal: object = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app in this test's event loop, wired to the test's DB, queue and Temporal
+    (`wctx.client` unless another client object is given)."""
     app = create_app(wctx.settings, connect_temporal=False)
+    client = wctx.client if temporal is None else temporal
     app.dependency_overrides[get_engine] = lambda: wctx.engine
     app.dependency_overrides[get_settings_dep] = lambda: wctx.settings
-    app.dependency_overrides[get_temporal] = lambda: wctx.client
+    app.dependency_overrides[get_temporal] = lambda: client
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as http:
+        yield http
+
+
+@pytest_asyncio.fixture
+async def api(wctx: WorkerCtx) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(wctx) as client:
         yield client
 
 
 def seeded(
-    wctx: WorkerCtx, credits: int, n_tasks: int = 2, max_concurrency: int = 10
+    wctx: WorkerCtx,
+    credits: int,
+    n_tasks: int = 2,
+    max_concurrency: int = 10,
+    titles: list[str] | None = None,
 ) -> tuple[dict, list[int], int]:
     builders.billing_config(wctx.engine)
     builders.model_config(
@@ -41,10 +59,8 @@ def seeded(
     )
     acct, key = builders.account(wctx.engine, credits=credits)
     site = builders.site(wctx.engine, acct, max_in_article_images=1, image_model="img")
-    tasks = [
-        builders.task_with_content(wctx.engine, acct, site.id, f"T{i}")[0].id
-        for i in range(n_tasks)
-    ]
+    titles = titles or [f"T{i}" for i in range(n_tasks)]
+    tasks = [builders.task_with_content(wctx.engine, acct, site.id, t)[0].id for t in titles]
     return {"Authorization": f"Bearer {key}"}, tasks, acct
 
 
@@ -167,3 +183,46 @@ async def test_controls_and_another_accounts_batch(api: httpx.AsyncClient, wctx:
     result = await closed(wctx, batch_id)
     assert result.status == "cancelled" and result.images_done < result.images_total, result
     assert reconcile(wctx.engine) == []
+
+
+class _NoTemporal:
+    """Stands in for the Temporal client where none may be used: any call fails the test."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"Temporal was used ({name}) to read a finished batch")
+
+
+async def test_a_finished_batch_answers_from_its_row_with_no_worker(
+    temporal_client: Client,
+    task_queue: str,
+    engine: sa.Engine,
+    db_url: str,
+    sim: SimulatorThread,
+    tmp_path: Path,
+):
+    """A finished batch's progress is its stored row: with the worker stopped (nobody to
+    replay the history for a query) the GET answers at once, errors and balance included,
+    without touching Temporal at all."""
+    # (Called through the module: imported by name, pytest would collect it as a test.)
+    settings = temporal_fixtures.test_settings(db_url, sim.url, tmp_path / "media", task_queue)
+    wctx = WorkerCtx(temporal_client, task_queue, engine, settings, sim)
+    headers, tasks, _ = seeded(wctx, credits=50, titles=["Safe", "Bad [unsafe] topic"])
+    async with running_worker(temporal_client, settings, engine), api_client(wctx) as api:
+        resp = await api.post("/images/batches", json={"task_ids": tasks}, headers=headers)
+        assert resp.status_code == 202, resp.text
+        batch_id = resp.json()["batch_id"]
+        result = await closed(wctx, batch_id)
+    assert (result.status, result.images_done, result.images_failed) == ("completed", 2, 2)
+    assert any("content policy" in e.lower() for e in result.errors), result.errors
+
+    for temporal in (temporal_client, _NoTemporal()):  # the worker is gone; then Temporal too
+        async with api_client(wctx, temporal) as api:
+            get = api.get(f"/images/batches/{batch_id}", headers=headers)
+            resp = await asyncio.wait_for(get, timeout=5)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["status"] == "completed" and body["errors"] == result.errors
+        assert (body["images_total"], body["images_done"], body["images_failed"]) == (4, 2, 2)
+        assert (body["credits_used"], body["balance"]) == (result.credits_used, result.balance)
+        assert (body["images_in_flight"], body["credits_reserved"]) == (0, 0)
+        assert Decimal(str(body["cost_usd"])) == result.cost_usd
