@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
+from api.deps import set_thread_limit
 from api.errors import install_error_handlers
 from api.routes import api_router
 from api.schemas import OPENAPI_EXTRA_MODELS
@@ -23,6 +24,7 @@ from api.temporal import TemporalConnector
 from core.settings import Settings, get_settings
 from domain.ledger import Ledger
 from models.db import make_engine
+from providers.media_store import media_store_from_settings
 
 API_PREFIX = "/api/v1"
 logger = logging.getLogger("igny8.api")
@@ -57,12 +59,15 @@ def _version() -> str:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Engine, ledger and (if reachable) Temporal on app.state; the engine is disposed on exit."""
+    """Engine, ledger, media store and (if reachable) Temporal on app.state, and the thread
+    pool sized to the database pool; the engine is disposed on exit."""
     settings: Settings = app.state.settings
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     connector = TemporalConnector(settings, enabled=app.state.connect_temporal)
+    set_thread_limit(settings)
     app.state.engine = engine
     app.state.ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
+    app.state.media_store = media_store_from_settings(settings)
     app.state.temporal_connector = connector
     app.state.temporal = await connector.connect()
     try:

@@ -32,7 +32,7 @@ class PageParams:
     limit: int
 
 
-def page_params(
+async def page_params(
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP, description="Rows to skip")] = 0,
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Rows to return (1..500)")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -709,6 +710,21 @@ def test_unreachable_temporal_never_stops_the_api(
         body = client.get(f"{API}/health").json()
     assert body["temporal"] == "unavailable" and body["database"] == "ok"
     assert "is unavailable" in caplog.text
+
+
+async def _thread_tokens() -> float:
+    return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+
+@pytest.mark.parametrize(("pool_size", "threads"), [(20, 40), (5, 40), (35, 70)])
+def test_thread_pool_is_sized_to_the_database_pool(
+    db_url: str, pool_size: int, threads: int
+) -> None:
+    """Blocking routes share the thread pool: as many threads as database connections
+    (pool plus overflow), never fewer than anyio's 40."""
+    settings = Settings(_env_file=None, database_url=db_url, db_pool_size=pool_size)  # type: ignore[call-arg]
+    with TestClient(create_app(settings, connect_temporal=False)) as client:
+        assert client.portal.call(_thread_tokens) == threads
 
 
 async def test_connector_retries_lazily_and_only_when_enabled(closed_port: int) -> None:

@@ -102,7 +102,9 @@ async def test_generate_image_prompts_returns_n_prompts(provider: OpenAIProvider
     prompts = [image["prompt"] for image in result.data["in_article"]]
     assert len(prompts) == count and len(set(prompts)) == count
     assert "Cold Brew at Home" in result.data["featured"]["prompt"]
-    alts = [result.data["featured"]["alt_text"]] + [i["alt_text"] for i in result.data["in_article"]]
+    alts = [result.data["featured"]["alt_text"]] + [
+        i["alt_text"] for i in result.data["in_article"]
+    ]
     assert all(0 < len(alt) <= 125 for alt in alts)
 
 

@@ -1,27 +1,51 @@
-"""Image batches: start (quoted against available credits), watch, pause, resume, cancel."""
+"""Image batches: start (quoted against available credits), watch, pause, resume, cancel;
+and a generated image's file.
+
+Routes that talk to Temporal are `async`; their database work runs in the thread pool, one
+`run_in_threadpool` call per block (see `api.deps`), so a write waiting for SQLite's lock
+never stalls the event loop.
+"""
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
+import anyio
+from fastapi import APIRouter, HTTPException, Path, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, insert, select
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
+from sqlalchemy import Engine, delete, insert, select
+from starlette.concurrency import run_in_threadpool
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CurrentAccountId, EngineDep, SettingsDep, TemporalClientDep
-from api.errors import error_responses, unprocessable
-from domain.images import quote_batch
+from api.deps import (
+    CurrentAccountId,
+    EngineDep,
+    LedgerDep,
+    MediaStoreDep,
+    SettingsDep,
+    TemporalClientDep,
+    TemporalDep,
+)
+from api.errors import TemporalUnavailable, error_responses, unprocessable
+from api.schemas import ErrorMessage
+from api.scoping import id_path
+from domain.images import BatchQuote, quote_batch
 from domain.ledger import InsufficientCredits, Ledger
 from models.db import utcnow
+from models.pipeline import Image
 from models.runs import ImageBatch
+from providers.media_store import EXTENSIONS, MediaNotFound, MediaStore, content_type_of
 from workflows.client import batch_account, new_batch_id, start_image_batch
 from workflows.image_batch import BatchProgress, ControlInput, ImageBatchWorkflow
 
 router = APIRouter(prefix="/images", tags=["images"], responses=error_responses(401))
+logger = logging.getLogger("igny8.api")
 BATCHES = ImageBatch.__table__
+IMAGES = Image.__table__
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 BatchIdPath = Annotated[str, Path(max_length=100, description="The batch id from POST")]
 # A batch's plan and state travel as Temporal payloads (2 MB limit): ~200 bytes an image.
@@ -48,24 +72,8 @@ class ControlAccepted(BaseModel):
     requested: str
 
 
-@router.post(
-    "/batches",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=BatchStarted,
-    responses=error_responses(402, 503),
-)
-async def create_batch(
-    body: BatchCreate,
-    account_id: CurrentAccountId,
-    engine: EngineDep,
-    settings: SettingsDep,
-    client: TemporalClientDep,
-) -> BatchStarted:
-    """Quote the batch; 402 if it exceeds available credits, 422 for unknown tasks or
-    tasks without content; otherwise start the workflow and answer 202 at once."""
-    task_ids = list(dict.fromkeys(body.task_ids))
-    with engine.connect() as conn:
-        quote = quote_batch(conn, account_id, task_ids, body.model, body.max_in_article_images)
+def _check_quote(quote: BatchQuote) -> None:
+    """422 for unknown tasks, tasks without content, or a batch too big to plan."""
     if quote.missing_task_ids:
         raise unprocessable(f"Unknown task ids: {quote.missing_task_ids}", ("body", "task_ids"))
     if quote.tasks_without_content:
@@ -79,7 +87,17 @@ async def create_batch(
             f"{quote.images}. Split the tasks into several batches.",
             ("body", "task_ids"),
         )
-    available = Ledger(engine).balance(account_id).available
+
+
+def _record_batch(
+    engine: Engine, ledger: Ledger, account_id: int, task_ids: list[int], body: BatchCreate
+) -> tuple[str, BatchQuote]:
+    """Quote, check the available credits, and store the batch's row (blocking: run it in
+    a thread). Returns the new batch id and its quote."""
+    with engine.connect() as conn:
+        quote = quote_batch(conn, account_id, task_ids, body.model, body.max_in_article_images)
+    _check_quote(quote)
+    available = ledger.balance(account_id).available
     if quote.credits > available:
         raise InsufficientCredits(quote.credits, available)
     batch_id = new_batch_id(account_id)
@@ -97,6 +115,34 @@ async def create_batch(
                 created_at=utcnow(),
             )
         )
+    return batch_id, quote
+
+
+def _forget_batch(engine: Engine, batch_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(BATCHES).where(BATCHES.c.batch_id == batch_id))
+
+
+@router.post(
+    "/batches",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchStarted,
+    responses=error_responses(402, 503),
+)
+async def create_batch(
+    body: BatchCreate,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    client: TemporalClientDep,
+) -> BatchStarted:
+    """Quote the batch; 402 if it exceeds available credits, 422 for unknown tasks or
+    tasks without content; otherwise start the workflow and answer 202 at once."""
+    task_ids = list(dict.fromkeys(body.task_ids))
+    batch_id, quote = await run_in_threadpool(
+        _record_batch, engine, ledger, account_id, task_ids, body
+    )
     try:
         await start_image_batch(
             client,
@@ -109,8 +155,10 @@ async def create_batch(
             batch_id=batch_id,
         )
     except BaseException:
-        with engine.begin() as conn:  # nothing half-written: no batch row without a workflow
-            conn.execute(delete(BATCHES).where(BATCHES.c.batch_id == batch_id))
+        # Nothing half-written: no batch row without a workflow, even when the request
+        # was cancelled (shielded, or the cancelled scope would skip the delete).
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_forget_batch, engine, batch_id)
         raise
     return BatchStarted(
         batch_id=batch_id, status="running", images=quote.images, credits_quoted=quote.credits
@@ -122,47 +170,31 @@ def _owned_handle(
 ) -> WorkflowHandle[ImageBatchWorkflow, BatchProgress]:
     """Another account's (or a malformed) batch id answers 404, never 403."""
     if batch_account(batch_id) != account_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Image batch {batch_id} not found")
+        raise _batch_not_found(batch_id)
     return client.get_workflow_handle_for(ImageBatchWorkflow.run, batch_id)
 
 
-@router.get("/batches/{batch_id}", response_model=BatchProgress, responses=error_responses(404))
-async def get_batch(
-    batch_id: BatchIdPath,
-    account_id: CurrentAccountId,
-    client: TemporalClientDep,
-    engine: EngineDep,
-) -> BatchProgress:
-    """Live progress from the workflow's `progress` query; the stored summary once it is
-    finished and no worker can answer the query."""
-    handle = _owned_handle(client, batch_id, account_id)
-    try:
-        return await handle.query(ImageBatchWorkflow.progress)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise HTTPException(404, f"Image batch {batch_id} not found") from err
-        stored = _stored_progress(engine, batch_id, account_id)
-        if stored is None:
-            raise
-        return stored
-    except WorkflowQueryFailedError as err:
-        stored = _stored_progress(engine, batch_id, account_id)
-        if stored is None:
-            raise HTTPException(503, f"Image batch {batch_id} cannot answer right now") from err
-        return stored
+def _batch_not_found(batch_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"Image batch {batch_id} not found")
 
 
-def _stored_progress(engine: EngineDep, batch_id: str, account_id: int) -> BatchProgress | None:
+def _batch_row(engine: Engine, batch_id: str, account_id: int) -> Any:
+    """The batch's row, None if there is none yet; another account's row is a 404."""
     with engine.connect() as conn:
-        row = conn.execute(
-            select(BATCHES).where(
-                BATCHES.c.batch_id == batch_id, BATCHES.c.account_id == account_id
-            )
-        ).first()
-    if row is None or row.finished_at is None:
-        return None
+        row = conn.execute(select(BATCHES).where(BATCHES.c.batch_id == batch_id)).first()
+    if row is not None and row.account_id != account_id:
+        raise _batch_not_found(batch_id)
+    return row
+
+
+def _is_finished(row: Any) -> bool:
+    return row.finished_at is not None or row.status in FINISHED
+
+
+def _row_progress(row: Any, balance: int) -> BatchProgress:
+    """A finished batch as its stored row tells it: nothing in flight or reserved."""
     return BatchProgress(
-        batch_id=batch_id,
+        batch_id=row.batch_id,
         status=row.status,
         pause_reason=None,
         images_total=row.images_total,
@@ -172,9 +204,67 @@ def _stored_progress(engine: EngineDep, batch_id: str, account_id: int) -> Batch
         credits_reserved=0,
         credits_used=row.credits_used,
         cost_usd=row.cost_usd,
-        balance=None,
-        errors=[],
+        balance=balance,
+        errors=list(row.errors or []),
     )
+
+
+def _stored_progress(
+    engine: Engine, ledger: Ledger, batch_id: str, account_id: int
+) -> tuple[bool, BatchProgress | None]:
+    """(whether the account has a row for the batch, its progress if it has finished).
+    Blocking: run it in a thread."""
+    row = _batch_row(engine, batch_id, account_id)
+    if row is None or not _is_finished(row):
+        return row is not None, None
+    return True, _row_progress(row, ledger.balance(account_id).credits)
+
+
+@router.get(
+    "/batches/{batch_id}", response_model=BatchProgress, responses=error_responses(404, 503)
+)
+async def get_batch(
+    batch_id: BatchIdPath,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    ledger: LedgerDep,
+    client: TemporalDep,
+) -> BatchProgress:
+    """A finished batch's stored summary (it answers even while Temporal is down), or a
+    running batch's live progress from its workflow."""
+    # The row first: a finished batch needs no worker to replay its history for a query.
+    has_row, finished = await run_in_threadpool(
+        _stored_progress, engine, ledger, batch_id, account_id
+    )
+    if finished is not None:
+        return finished
+    # No row yet (a batch an automation run started, before its plan): ask the workflow.
+    if not has_row and batch_account(batch_id) != account_id:
+        raise _batch_not_found(batch_id)
+    if client is None:
+        raise TemporalUnavailable()
+    return await _query_progress(client, engine, ledger, batch_id, account_id)
+
+
+async def _query_progress(
+    client: Client, engine: Engine, ledger: Ledger, batch_id: str, account_id: int
+) -> BatchProgress:
+    """The live `progress` query; if it fails, the row once the batch has finished since."""
+    handle = client.get_workflow_handle_for(ImageBatchWorkflow.run, batch_id)
+    try:
+        return await handle.query(ImageBatchWorkflow.progress)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise _batch_not_found(batch_id) from err
+        _, stored = await run_in_threadpool(_stored_progress, engine, ledger, batch_id, account_id)
+        if stored is None:
+            raise
+        return stored
+    except WorkflowQueryFailedError as err:
+        _, stored = await run_in_threadpool(_stored_progress, engine, ledger, batch_id, account_id)
+        if stored is None:
+            raise HTTPException(503, f"Image batch {batch_id} cannot answer right now") from err
+        return stored
 
 
 async def _control(
@@ -230,3 +320,83 @@ async def cancel_batch(
 ) -> ControlAccepted:
     """Stop claiming, let in-flight images finish, release the hold, log and notify."""
     return await _control(client, batch_id, account_id, "cancel")
+
+
+# Private: only the owner may see it, so no shared cache may keep it, and the same URL
+# answers another key differently. An hour: a generated image's bytes never change (only
+# slots without a file are generated again), yet a deleted image stops being served soon.
+FILE_HEADERS = {
+    "Cache-Control": "private, max-age=3600",
+    "Vary": "Authorization",
+    "X-Content-Type-Options": "nosniff",
+}
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The image's bytes",
+        "content": {
+            mime: {"schema": {"type": "string", "format": "binary"}}
+            for mime in ("image/png", "image/jpeg", "image/webp")
+        },
+    },
+    **error_responses(404),
+    503: {"model": ErrorMessage, "description": "The media store is unavailable; retry later"},
+}
+ImageIdPath = Annotated[int, id_path("The image's id")]
+
+
+def _image_not_found(image_id: int, why: str = "not found") -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"Image {image_id} {why}")
+
+
+def _file_key(engine: Engine, image_id: int, account_id: int) -> tuple[str, str]:
+    """The store key and content type of the account's generated image, else a 404 (the
+    same for another account's image as for an unknown id)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                IMAGES.c.account_id, IMAGES.c.status, IMAGES.c.file_path, IMAGES.c.mime_type
+            ).where(IMAGES.c.id == image_id)
+        ).first()
+    if row is None or row.account_id != account_id:
+        raise _image_not_found(image_id)
+    if row.status != "generated" or not row.file_path:
+        raise _image_not_found(image_id, f"has no file (status: {row.status})")
+    # Only an image type we store is served as such: the bytes come from a provider.
+    known = row.mime_type in EXTENSIONS
+    return row.file_path, row.mime_type if known else content_type_of(row.file_path)
+
+
+def _read_file(store: MediaStore, key: str, image_id: int) -> bytes:
+    """The bytes under `key`; a missing file (or a key the store refuses) is a 404, a
+    store that cannot answer a 503."""
+    try:
+        return store.get(key)
+    except (MediaNotFound, ValueError) as exc:
+        logger.warning("Image %s: no file under %r in the %s store", image_id, key, store.name)
+        raise _image_not_found(image_id, "has no file (it is missing from storage)") from exc
+    except Exception as exc:  # S3 down, a disk error: the store's trouble, not the request's
+        logger.warning("Image %s: the %s store failed: %s", image_id, store.name, exc)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The media store is unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
+
+
+# A plain `def`: the row and the store are read in FastAPI's thread pool, off the loop.
+@router.get(
+    "/{image_id}/file",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+    summary="A generated image's file",
+)
+def image_file(
+    image_id: ImageIdPath,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    store: MediaStoreDep,
+) -> Response:
+    """The image's bytes with their content type, to its owner only (anyone else gets a
+    404, as does an image not generated yet or whose file is missing)."""
+    key, media_type = _file_key(engine, image_id, account_id)
+    return Response(_read_file(store, key, image_id), media_type=media_type, headers=FILE_HEADERS)
