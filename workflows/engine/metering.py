@@ -4,8 +4,8 @@ open the task log → reserve → charge each item as it lands → keep the hold
 paused → release what is left → close the log → notify. Every step is an idempotent
 activity keyed by the workflow id and a business step, so a retry, a replay or a crashed
 worker never charges or notifies twice. The charges of every item that landed in one
-workflow task go to the ledger in one local activity (one account lock), each with its own
-key, ledger entry, usage log and balance.
+workflow task go to the ledger in one activity (one account lock), each with its own key,
+ledger entry, usage log and balance.
 """
 
 from __future__ import annotations
@@ -283,9 +283,11 @@ class Meter:
             for c in charges
         ]
         ids = ", ".join(str(c.item_id) for c in charges)
-        # A local activity: a few ms of idempotent ledger work needs no task-queue round
-        # trip; it is retried like any activity, and a re-run after a crash is a replay.
-        return await workflow.execute_local_activity_method(
+        # A regular activity, not a local one: a local activity's result reaches the
+        # workflow at a different point on replay than it did live (with other completions
+        # in the same task), which changed the order of later commands; the recorded
+        # histories caught it. One activity still charges every item that landed together.
+        return await workflow.execute_activity_method(
             LedgerActivities.deduct_credits_many,
             DeductManyInput(account_id=self.account_id, items=items),
             start_to_close_timeout=DB_TIMEOUT,

@@ -1,0 +1,329 @@
+"""Every activity mocked by name, over one in-memory world: fast workflow tests in the
+time-skipping server, and the recorder of replay histories (tests/histories/record.py).
+
+The world keeps an exact little ledger (balance, holds, one charge per key), so the
+workflow rules (claims, pause, cancel, charge order, credits running out) are checked
+without a database, a provider or a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.images import (
+    FinishBatchInput,
+    GenerateImageInput,
+    GenerateImageOutput,
+    ImageSlot,
+    MarkFailedInput,
+    MarkFailedOutput,
+    PlanInput,
+    PlanOutput,
+)
+from activities.ledger import (
+    AccountRef,
+    BalanceOutput,
+    DeductManyInput,
+    DeductManyOutput,
+    DeductOutcome,
+    DeductOutput,
+    ExpireHoldsInput,
+    ExpireHoldsOutput,
+    ExtendHoldOutput,
+    HoldRef,
+    ReleaseOutput,
+    ReserveInput,
+    ReserveOutput,
+)
+from activities.logging import (
+    CloseTaskLogInput,
+    NotifyInput,
+    NotifyOutput,
+    OpenTaskLogInput,
+    TaskLogRef,
+)
+from activities.runs import RunStopInput
+from activities.text import (
+    TextCallInput,
+    TextCallOutput,
+    TextModel,
+    TextPlanInput,
+    TextPlanOutput,
+    WithdrawTextInput,
+)
+
+TEXT_MODEL = TextModel(
+    model_name="fake-text",
+    provider="openai",
+    max_concurrency=3,
+    tokens_per_credit=100,
+    cost_per_1k_input=Decimal("0.001"),
+    cost_per_1k_output=Decimal("0.002"),
+)
+
+
+@dataclass
+class Hold:
+    amount: int
+    consumed: int = 0
+    open: bool = True
+
+
+@dataclass
+class World:
+    """What the fake activities read and write; tests steer it and then look at it."""
+
+    balance: int = 1000
+    credits_per_image: int = 2
+    images_per_task: int = 2
+    max_concurrency: int = 3
+    credits_per_text: int = 3
+    fail_plan: str | None = None
+    failing_items: set[int] = field(default_factory=set)  # generation fails for good
+    gate: asyncio.Event | None = None  # when set up, generations wait for it
+    holds: dict[int, Hold] = field(default_factory=dict)
+    charges: list[str] = field(default_factory=list)  # keys, in charge order
+    charged: dict[str, int] = field(default_factory=dict)
+    logs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # key → notification type
+    stopped: set[str] = field(default_factory=set)
+    withdrawn: list[int] = field(default_factory=list)
+    recorded: dict[str, str] = field(default_factory=dict)  # batch id → final status
+    events: list[tuple[str, int]] = field(default_factory=list)  # generated / charged
+    active: int = 0
+    peak: int = 0
+    started: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.balance - sum(h.amount - h.consumed for h in self.holds.values() if h.open)
+
+    def note_types(self) -> list[str]:
+        return list(self.notes.values())
+
+    # ---- logs and notifications ----------------------------------------------------
+    @activity.defn(name="open_task_log")
+    async def open_task_log(self, inp: OpenTaskLogInput) -> TaskLogRef:
+        for log_id, log in self.logs.items():
+            if log["key"] == inp.idempotency_key:
+                return TaskLogRef(task_log_id=log_id)
+        log_id = len(self.logs) + 1
+        self.logs[log_id] = {"key": inp.idempotency_key, "function": inp.function_name}
+        return TaskLogRef(task_log_id=log_id)
+
+    @activity.defn(name="close_task_log")
+    async def close_task_log(self, inp: CloseTaskLogInput) -> None:
+        self.logs[inp.task_log_id].update(status=inp.status, credits=inp.credits_used)
+
+    @activity.defn(name="notify")
+    async def notify(self, inp: NotifyInput) -> NotifyOutput:
+        self.notes.setdefault(inp.idempotency_key, inp.notification_type)
+        return NotifyOutput(notification_id=len(self.notes))
+
+    # ---- the ledger ------------------------------------------------------------------
+    @activity.defn(name="reserve_credits")
+    async def reserve_credits(self, inp: ReserveInput) -> ReserveOutput:
+        if self.available < inp.amount:
+            return ReserveOutput(
+                ok=False,
+                required=inp.amount,
+                available=self.available,
+                message=f"Insufficient credits. Required: {inp.amount}, Available: {self.available}",
+            )
+        hold_id = len(self.holds) + 1
+        self.holds[hold_id] = Hold(inp.amount)
+        return ReserveOutput(ok=True, hold_id=hold_id, amount=inp.amount, balance=self.balance)
+
+    @activity.defn(name="deduct_credits_many")
+    async def deduct_credits_many(self, inp: DeductManyInput) -> DeductManyOutput:
+        outcomes = []
+        for item in inp.items:
+            if item.idempotency_key in self.charged:
+                outcomes.append(self._charged(item.idempotency_key, item.amount))
+                continue
+            hold = self.holds.get(item.hold_id) if item.hold_id else None
+            covered = min(item.amount, hold.amount - hold.consumed) if hold and hold.open else 0
+            if self.available + covered < item.amount:
+                message = (
+                    f"Insufficient credits. Required: {item.amount}, Available: {self.available}"
+                )
+                outcomes.append(DeductOutcome(error_type="InsufficientCredits", message=message))
+                continue
+            if hold is not None:
+                hold.consumed += covered
+            self.balance -= item.amount
+            self.charged[item.idempotency_key] = item.amount
+            self.charges.append(item.idempotency_key)
+            self.events.append(("charged", int(item.idempotency_key.rsplit(":", 1)[1])))
+            outcomes.append(self._charged(item.idempotency_key, item.amount))
+        return DeductManyOutput(outcomes=outcomes)
+
+    def _charged(self, key: str, amount: int) -> DeductOutcome:
+        result = DeductOutput(
+            transaction_id=self.charges.index(key) + 1,
+            usage_log_id=self.charges.index(key) + 1,
+            amount=amount,
+            balance_after=self.balance,
+            replayed=False,
+        )
+        return DeductOutcome(result=result)
+
+    @activity.defn(name="release_hold")
+    async def release_hold(self, inp: HoldRef) -> ReleaseOutput:
+        hold = self.holds[inp.hold_id]
+        released = hold.amount - hold.consumed if hold.open else 0
+        hold.open = False
+        return ReleaseOutput(
+            hold_id=inp.hold_id, released=released, consumed=hold.consumed, balance=self.balance
+        )
+
+    @activity.defn(name="extend_hold")
+    async def extend_hold(self, inp: HoldRef) -> ExtendHoldOutput:
+        return ExtendHoldOutput(open=self.holds[inp.hold_id].open)
+
+    @activity.defn(name="get_balance")
+    async def get_balance(self, inp: AccountRef) -> BalanceOutput:
+        return BalanceOutput(credits=self.balance, reserved=0, available=self.available)
+
+    @activity.defn(name="expire_holds")
+    async def expire_holds(self, inp: ExpireHoldsInput) -> ExpireHoldsOutput:
+        return ExpireHoldsOutput(released=0)
+
+    # ---- runs ------------------------------------------------------------------------
+    @activity.defn(name="set_run_stopped")
+    async def set_run_stopped(self, inp: RunStopInput) -> None:
+        (self.stopped.add if inp.stopped else self.stopped.discard)(inp.workflow_id)
+
+    @activity.defn(name="forget_run")
+    async def forget_run(self, inp: RunStopInput) -> None:
+        self.stopped.discard(inp.workflow_id)
+
+    # ---- images ----------------------------------------------------------------------
+    @activity.defn(name="plan_image_batch")
+    async def plan_image_batch(self, inp: PlanInput) -> PlanOutput:
+        if self.fail_plan:
+            raise ApplicationError(self.fail_plan, type="ModelUnavailable", non_retryable=True)
+        slots = [
+            ImageSlot(
+                image_id=task_id * 100 + n,
+                task_id=task_id,
+                image_type="featured" if n == 0 else "in_article",
+                prompt=f"image {n} of task {task_id}",
+            )
+            for task_id in inp.task_ids
+            for n in range(self.images_per_task)
+        ]
+        return PlanOutput(
+            model_name="fake-image",
+            provider="openai",
+            max_concurrency=self.max_concurrency,
+            credits_per_image=self.credits_per_image,
+            cost_per_image=Decimal("0.04"),
+            billed_usd_per_image=Decimal("0.02"),
+            credit_price_usd=Decimal("0.01"),
+            slots=slots,
+            already_done=0,
+            missing_task_ids=[],
+            tasks_without_content=[],
+        )
+
+    @activity.defn(name="generate_image")
+    async def generate_image(self, inp: GenerateImageInput) -> GenerateImageOutput:
+        if inp.batch_id in self.stopped:
+            return GenerateImageOutput(image_id=inp.image_id, status="deferred")
+        await self._work()
+        if inp.image_id in self.failing_items:
+            return GenerateImageOutput(image_id=inp.image_id, status="failed", error="refused")
+        self.events.append(("generated", inp.image_id))
+        return GenerateImageOutput(
+            image_id=inp.image_id, status="generated", cost_usd=Decimal("0.04"), provider_s=1.0
+        )
+
+    async def _work(self) -> None:
+        self.started += 1
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(0)
+        finally:
+            self.active -= 1
+
+    @activity.defn(name="mark_image_failed")
+    async def mark_image_failed(self, inp: MarkFailedInput) -> MarkFailedOutput:
+        if inp.withdraw:
+            self.withdrawn.append(inp.image_id)
+        return MarkFailedOutput(stored=False)
+
+    @activity.defn(name="finish_image_batch")
+    async def finish_image_batch(self, inp: FinishBatchInput) -> None:
+        self.recorded[inp.batch_id] = inp.status
+
+    # ---- text --------------------------------------------------------------------------
+    @activity.defn(name="plan_text_batch")
+    async def plan_text_batch(self, inp: TextPlanInput) -> TextPlanOutput:
+        if self.fail_plan:
+            raise ApplicationError(self.fail_plan, type="ModelUnavailable", non_retryable=True)
+        return TextPlanOutput(
+            model=TEXT_MODEL,
+            credit_price_usd=Decimal("0.01"),
+            item_ids=list(inp.item_ids),
+            missing_ids=[],
+            credits_per_item=self.credits_per_text,
+        )
+
+    @activity.defn(name="generate_text")
+    async def generate_text(self, inp: TextCallInput) -> TextCallOutput:
+        if inp.workflow_id in self.stopped:
+            return TextCallOutput(item_id=inp.item_id, status="deferred")
+        await self._work()
+        if inp.item_id in self.failing_items:
+            return TextCallOutput(item_id=inp.item_id, status="failed", error="malformed")
+        self.events.append(("generated", inp.item_id))
+        return TextCallOutput(
+            item_id=inp.item_id,
+            status="done",
+            credits=self.credits_per_text,
+            cost_usd=Decimal("0.0012"),
+            tokens_input=200,
+            tokens_output=100,
+            provider_s=1.0,
+        )
+
+    @activity.defn(name="withdraw_text")
+    async def withdraw_text(self, inp: WithdrawTextInput) -> None:
+        self.withdrawn.append(inp.item_id)
+
+    def activities(self) -> list[Any]:
+        return [
+            self.open_task_log,
+            self.close_task_log,
+            self.notify,
+            self.reserve_credits,
+            self.deduct_credits_many,
+            self.release_hold,
+            self.extend_hold,
+            self.get_balance,
+            self.expire_holds,
+            self.set_run_stopped,
+            self.forget_run,
+            self.plan_image_batch,
+            self.generate_image,
+            self.mark_image_failed,
+            self.finish_image_batch,
+            self.plan_text_batch,
+            self.generate_text,
+            self.withdraw_text,
+        ]
+
+
+def epoch() -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,0 +1,159 @@
+"""The workflow rules, fast: every activity mocked by name (tests/fakes.py) on the
+time-skipping server. Each path of each batch workflow, and what must hold on it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from temporalio.client import WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.fakes import World
+from tests.workflow_paths import PATHS, WORKFLOW_STARTS, Ran, world_until
+from worker import WORKFLOWS
+
+ITEMS = {"ImageBatchWorkflow": 12, "TextBatchWorkflow": 12}  # 6 tasks × 2 images; 12 articles
+KINDS = list(WORKFLOW_STARTS)
+
+
+@pytest_asyncio.fixture
+async def fake_env(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[tuple[str, World]]:
+    world = World()
+    queue = f"fake-{uuid.uuid4().hex}"
+    async with Worker(
+        time_skipping_env.client,
+        task_queue=queue,
+        workflows=list(WORKFLOWS),
+        activities=world.activities(),
+    ):
+        yield queue, world
+
+
+async def run_path(env: WorkflowEnvironment, fake_env, kind: str, path: str) -> tuple[Ran, World]:
+    queue, world = fake_env
+    ran = await PATHS[path](WORKFLOW_STARTS[kind])(env.client, queue, world)
+    return ran, world
+
+
+def credits_each(world: World, kind: str) -> int:
+    return world.credits_per_image if kind == "ImageBatchWorkflow" else world.credits_per_text
+
+
+def assert_settled(world: World) -> None:
+    """Every hold released, every log closed, each key charged at most once."""
+    assert all(not h.open for h in world.holds.values())
+    assert all("status" in log for log in world.logs.values())
+    assert len(world.charges) == len(set(world.charges))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_happy_path_charges_every_item_once_after_it_lands(time_skipping_env, fake_env, kind):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, "happy")
+    total = ITEMS[kind]
+    assert (ran.result.status, _done(ran.result), _failed(ran.result)) == ("completed", total, 0)
+    assert len(world.charges) == total and world.balance == 1000 - total * credits_each(world, kind)
+    generated = [i for e, i in world.events if e == "generated"]
+    for item in generated:  # charge order: never before the item landed
+        assert world.events.index(("generated", item)) < world.events.index(("charged", item))
+    assert world.note_types()[-1].endswith("_success")
+    assert_settled(world)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_claims_stop_at_two_calls_per_provider_slot(time_skipping_env, fake_env, kind):
+    queue, world = fake_env
+    world.gate = asyncio.Event()
+    handle = await WORKFLOW_STARTS[kind](time_skipping_env.client, queue)
+    await world_until(world, lambda w: w.active == 2 * w.max_concurrency)
+    await asyncio.sleep(0.2)  # several workflow tasks: nothing more is claimed
+    assert world.active == 2 * world.max_concurrency == world.started
+    world.gate.set()
+    assert (await handle.result()).status == "completed"
+    assert world.peak == 2 * world.max_concurrency
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_pause_claims_nothing_new_and_resume_finishes(time_skipping_env, fake_env, kind):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, "pause_resume")
+    assert ran.result.status == "completed" and _done(ran.result) == ITEMS[kind]
+    assert len(world.charges) == ITEMS[kind]
+    assert world.stopped == set()  # told the workers on pause, and again on resume
+    assert_settled(world)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("how", ["cancel_signal", "cancel_temporal"])
+async def test_cancel_lets_in_flight_land_charges_only_them_and_releases(
+    time_skipping_env, fake_env, kind, how
+):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, how)
+    if how == "cancel_temporal":
+        assert isinstance(ran.result, WorkflowFailureError)
+        progress = await ran.handle.query("progress")
+        done, status = _done(progress), progress["status"]
+    else:
+        done, status = _done(ran.result), ran.result.status
+    assert status == "cancelled"
+    assert 0 < done == len(world.charges) == world.started < ITEMS[kind]
+    assert [log["status"] for log in world.logs.values()] == ["cancelled"]
+    assert world.note_types()[-1].endswith("_cancelled")
+    assert_settled(world)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_credits_running_out_pause_and_resume_after_top_up_charges_each_once(
+    time_skipping_env, fake_env, kind
+):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, "out_of_credits")
+    assert ran.result.status == "completed" and _done(ran.result) == ITEMS[kind]
+    kinds = world.note_types()
+    assert kinds[0].endswith("_paused") and kinds[-1].endswith("_success"), kinds
+    assert len(world.charges) == ITEMS[kind] == world.started
+    assert_settled(world)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_history_stays_bounded_by_continuing_as_new(time_skipping_env, fake_env, kind):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, "continue_as_new")
+    assert len(ran.run_ids) == 2, "the batch never continued as new"
+    assert ran.result.status == "completed" and _done(ran.result) == ITEMS[kind]
+    assert len(world.charges) == ITEMS[kind] and len(world.logs) == 1
+    assert_settled(world)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("path", ["plan_failure", "refused_at_start"])
+async def test_a_batch_that_cannot_start_fails_cleanly_and_charges_nothing(
+    time_skipping_env, fake_env, kind, path
+):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, path)
+    assert ran.result.status == "failed" and ran.result.errors
+    assert world.charges == [] and world.started == 0
+    assert world.note_types() == [world.note_types()[0]] and world.note_types()[0].endswith(
+        "_failed"
+    )
+    assert [log["status"] for log in world.logs.values()] == ["error"]
+    assert_settled(world)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_items_that_fail_are_not_charged(time_skipping_env, fake_env, kind):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, "some_items_fail")
+    assert (_done(ran.result), _failed(ran.result)) == (ITEMS[kind] - 2, 2)
+    assert len(world.charges) == ITEMS[kind] - 2
+    assert ran.result.status == "completed" and len(ran.result.errors) == 2
+
+
+def _done(p) -> int:
+    p = p if isinstance(p, dict) else p.model_dump()
+    return p.get("images_done", p.get("items_done"))
+
+
+def _failed(p) -> int:
+    p = p if isinstance(p, dict) else p.model_dump()
+    return p.get("images_failed", p.get("items_failed"))
