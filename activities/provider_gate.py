@@ -1,25 +1,28 @@
 """The worker's side of provider-wide concurrency (domain.provider_slots).
 
 A call waits here for one of its model's slots, holds it only while the provider works,
-and gives it back. Per worker process and model, waiting calls form one FIFO queue served
-by one acquirer task, so a busy pool costs one database read per poll per process, not one
-per waiting call:
+and gives it back. A worker process holds slots in the database under its own token, and
+per model its waiting calls form one FIFO queue:
 
-- a slot freed in this process wakes the acquirer at once (the next call starts a few
-  milliseconds after the last one lands: two short transactions);
-- a slot freed in another process (or host) is noticed at the next poll (`poll_s`);
-- a model backing off after a 429 is waited out by every caller;
+- a call that finishes hands its slot straight to the next call waiting in this process
+  (no database write: the slot stays this process's), so the next call starts the moment
+  the last one lands;
+- with nobody waiting here, the slot goes back to the database, where other processes
+  (and hosts) take it at their next poll (`poll_s`);
+- waiting calls are served by one acquirer task per model, which takes as many free slots
+  as it has callers in one statement, and reads first so a busy pool costs no write;
+- a 429's back-off (set by any process) is waited out by every caller: the acquirer reads
+  it at every poll, and a handed-on slot waits for it too;
 - calls of a run that was paused or cancelled while they waited give up their turn
   (`SlotDeferred`), checked every `stop_check_s`.
 
-Leases are renewed in one statement per process while calls run; a killed worker's slots
-free themselves when their leases expire.
+The process renews all its leases in one statement; a killed worker's slots free
+themselves when their leases expire (`lease_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
 import uuid
@@ -27,17 +30,21 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 from domain.provider_slots import Attempt, SlotPool
 from models.db import utcnow
 
-T = TypeVar("T")
 log = logging.getLogger("igny8.provider_gate")
 
 POLL_S = 0.05
-LEASE_S = 15.0  # renewed every 5 s while a call runs; a dead worker's slot frees within it
+LEASE_S = 15.0  # renewed every 5 s while held; a dead worker's slots free within it
 STOP_CHECK_S = 0.1
+# A slot nobody here waits for stays this process's this long before it goes back to the
+# database: the workflow's next call usually arrives within one round trip, and takes it
+# without two writes. Other processes wait at most this much longer for it.
+LINGER_S = 0.05
 
 
 class SlotDeferred(Exception):
@@ -50,19 +57,35 @@ class SlotWaitTimeout(Exception):
 
 @dataclass(eq=False)
 class _Waiter:
-    holder: str
     workflow_id: str | None
     future: asyncio.Future[int]
-    abandoned: bool = False
+
+    @property
+    def waiting(self) -> bool:
+        return not self.future.done()
 
 
 @dataclass(eq=False)
-class _Queue:
+class _Model:
+    """One model's state in this process."""
+
     limit: int = 1
     waiters: deque[_Waiter] = field(default_factory=deque)
+    held: set[int] = field(default_factory=set)  # slots this process holds in the database
+    spare: list[int] = field(default_factory=list)  # held, idle for a moment (see LINGER_S)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     stops_checked: float = 0.0
+    stopped: set[str] = field(default_factory=set)  # runs seen stopped at the last check
+    blocked_until: datetime | None = None
+
+    def next_waiter(self) -> _Waiter | None:
+        while self.waiters and not self.waiters[0].waiting:
+            self.waiters.popleft()
+        return self.waiters[0] if self.waiters else None
+
+    def waiting(self) -> int:
+        return sum(1 for w in self.waiters if w.waiting)
 
 
 class ProviderGate:
@@ -76,6 +99,7 @@ class ProviderGate:
         poll_s: float = POLL_S,
         lease_s: float = LEASE_S,
         stop_check_s: float = STOP_CHECK_S,
+        linger_s: float = LINGER_S,
     ) -> None:
         """`run_blocking(fn, *args)` awaits `fn(*args)` off the event loop."""
         self.pool = pool
@@ -83,10 +107,9 @@ class ProviderGate:
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.stop_check_s = stop_check_s
-        self._token = uuid.uuid4().hex[:12]
-        self._seq = itertools.count(1)
-        self._queues: dict[str, _Queue] = {}
-        self._held: dict[str, tuple[str, int]] = {}
+        self.linger_s = linger_s
+        self.token = uuid.uuid4().hex[:16]  # this process's holder name on slot rows
+        self._models: dict[str, _Model] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
 
@@ -95,21 +118,26 @@ class ProviderGate:
         self, model: str, limit: int, *, workflow_id: str | None = None, max_wait_s: float = 60
     ) -> AsyncIterator[int]:
         """Hold one of `model`'s `limit` slots for the block."""
-        slot_no, holder = await self._wait(model, max(1, limit), workflow_id, max_wait_s)
-        self._held[holder] = (model, slot_no)
-        self._ensure_renewer()
+        state = self._models.setdefault(model, _Model())
+        state.limit = max(1, limit)
+        slot_no = await self._wait(model, state, workflow_id, max_wait_s)
         try:
+            await self._wait_out_back_off(state)
             yield slot_no
         finally:
-            del self._held[holder]
-            await self._release(model, slot_no, holder)
+            await self._give_back(model, state, slot_no)
 
     async def back_off(self, model: str, seconds: float) -> None:
         """Every caller of `model`, in every process, waits `seconds` (a 429's Retry-After)."""
-        await self._blocking(self.pool.back_off, model, seconds)
+        until = await self._blocking(self.pool.back_off, model, seconds)
+        state = self._models.setdefault(model, _Model())
+        state.blocked_until = max(until, state.blocked_until or until)
 
     async def close(self) -> None:
-        tasks = [q.task for q in self._queues.values() if q.task] + [self._renewer]
+        """Finish giving slots back, then stop the acquirers and the renewer."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        tasks = [m.task for m in self._models.values() if m.task] + [self._renewer]
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -120,115 +148,138 @@ class ProviderGate:
 
     # ---- waiting -------------------------------------------------------------------
     async def _wait(
-        self, model: str, limit: int, workflow_id: str | None, max_wait_s: float
-    ) -> tuple[int, str]:
-        queue = self._queues.setdefault(model, _Queue())
-        queue.limit = limit
-        waiter = _Waiter(
-            holder=f"{self._token}:{next(self._seq)}",
-            workflow_id=workflow_id,
-            future=asyncio.get_running_loop().create_future(),
-        )
-        queue.waiters.append(waiter)
-        if queue.task is None or queue.task.done():
-            queue.task = asyncio.create_task(self._serve(model, queue))
+        self, model: str, state: _Model, workflow_id: str | None, max_wait_s: float
+    ) -> int:
+        if state.spare and state.next_waiter() is None:
+            return state.spare.pop()
+        waiter = _Waiter(workflow_id, asyncio.get_running_loop().create_future())
+        state.waiters.append(waiter)
+        state.wake.set()
+        if state.task is None or state.task.done():
+            state.task = asyncio.create_task(self._serve(model, state))
         try:
-            slot_no = await asyncio.wait_for(asyncio.shield(waiter.future), max_wait_s)
-        except TimeoutError:
-            self._abandon(model, waiter)
-            raise SlotWaitTimeout(f"no {model} slot free within {max_wait_s:g} s") from None
-        except asyncio.CancelledError:
-            self._abandon(model, waiter)
+            return await asyncio.wait_for(asyncio.shield(waiter.future), max_wait_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            self._abandon(model, state, waiter)
+            if isinstance(exc, TimeoutError):
+                raise SlotWaitTimeout(f"no {model} slot free within {max_wait_s:g} s") from None
             raise
-        return slot_no, waiter.holder
 
-    def _abandon(self, model: str, waiter: _Waiter) -> None:
-        """A waiter that left: a slot granted to it meanwhile goes straight back."""
-        waiter.abandoned = True
+    def _abandon(self, model: str, state: _Model, waiter: _Waiter) -> None:
+        """A waiter that left: a slot granted to it meanwhile is passed on."""
         future = waiter.future
-        if future.done() and not future.cancelled() and future.exception() is None:
-            task = asyncio.ensure_future(self._release(model, future.result(), waiter.holder))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled() and future.exception() is None:
+            self._spawn(self._give_back(model, state, future.result()))
 
-    async def _serve(self, model: str, queue: _Queue) -> None:
-        """Hand slots to this process's waiters for `model`, first come first served."""
-        while True:
-            while queue.waiters and queue.waiters[0].abandoned:
-                queue.waiters.popleft()
-            if not queue.waiters:
-                return
+    async def _wait_out_back_off(self, state: _Model) -> None:
+        if state.blocked_until is not None:
+            delay = (state.blocked_until - utcnow()).total_seconds()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _serve(self, model: str, state: _Model) -> None:
+        """Take free slots from the database for this process's waiters, in order."""
+        while state.next_waiter() is not None:
+            state.wake.clear()
+            while state.spare and state.next_waiter() is not None:
+                self._hand_over(model, state, state.spare.pop())
+            got = Attempt([])
             try:
-                await self._defer_stopped(queue)
-                if not queue.waiters:
-                    continue
-                head = queue.waiters[0]
-                got: Attempt = await self._blocking(
-                    self.pool.try_acquire, model, queue.limit, head.holder, self.lease_s
-                )
+                await self._defer_stopped(state)
+                want = state.waiting()
+                if want and len(state.held) < state.limit:
+                    got = await self._blocking(
+                        self.pool.try_acquire, model, state.limit, self.token, self.lease_s, want
+                    )
+                    state.blocked_until = got.blocked_until
+                elif want:  # all slots are ours: only a handoff helps, but heed a back-off
+                    state.blocked_until = await self._blocking(self.pool.blocked_until, model)
             except Exception:
                 log.exception("provider slots for %s: database error; retrying", model)
-                got = Attempt(None)
-            if got.slot_no is not None:
-                queue.waiters.popleft()
-                if head.abandoned:
-                    await self._release(model, got.slot_no, head.holder)
-                else:
-                    head.future.set_result(got.slot_no)
-                continue
-            await self._sleep(queue, got)
+            for slot_no in got.slots:
+                state.held.add(slot_no)
+                self._ensure_renewer()
+                self._hand_over(model, state, slot_no)
+            if not got.slots:
+                await self._sleep(state, got)
 
-    async def _sleep(self, queue: _Queue, got: Attempt) -> None:
-        """Until a local release, the next poll, or the end of the model's back-off."""
+    def _hand_over(self, model: str, state: _Model, slot_no: int) -> None:
+        """Give a held slot to the next waiter, or keep it spare for a moment."""
+        if slot_no >= state.limit:  # the model's limit came down meanwhile
+            state.held.discard(slot_no)
+            self._spawn(self._release(model, slot_no))
+            return
+        waiter = state.next_waiter()
+        if waiter is not None:
+            state.waiters.popleft()
+            waiter.future.set_result(slot_no)
+            return
+        state.spare.append(slot_no)
+        self._spawn(self._release_if_idle(model, state, slot_no))
+
+    async def _release_if_idle(self, model: str, state: _Model, slot_no: int) -> None:
+        await asyncio.sleep(self.linger_s)
+        if slot_no in state.spare:
+            state.spare.remove(slot_no)
+            state.held.discard(slot_no)
+            await self._release(model, slot_no)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _sleep(self, state: _Model, got: Attempt) -> None:
+        """Until a new waiter, the next poll, or the end of the model's back-off."""
         delay = self.poll_s * random.uniform(0.8, 1.2)
         if got.blocked_until is not None:
-            delay = max(delay, (got.blocked_until - utcnow()).total_seconds())
-            await asyncio.sleep(delay)  # a local release does not end a back-off
+            await asyncio.sleep(max(delay, (got.blocked_until - utcnow()).total_seconds()))
             return
-        queue.wake.clear()
         with suppress(TimeoutError):
-            await asyncio.wait_for(queue.wake.wait(), delay)
+            await asyncio.wait_for(state.wake.wait(), delay)
 
-    async def _defer_stopped(self, queue: _Queue) -> None:
+    async def _defer_stopped(self, state: _Model) -> None:
         """Waiters of paused or cancelled runs give up their turn (checked now and then)."""
         loop = asyncio.get_running_loop()
-        if loop.time() - queue.stops_checked < self.stop_check_s:
+        if loop.time() - state.stops_checked < self.stop_check_s:
             return
-        queue.stops_checked = loop.time()
-        runs = {w.workflow_id for w in queue.waiters if w.workflow_id and not w.abandoned}
-        if not runs:
-            return
-        stopped = await self._blocking(self.pool.stopped, runs)
-        if not stopped:
-            return
-        kept: deque[_Waiter] = deque()
-        for waiter in queue.waiters:
-            if waiter.abandoned or waiter.future.done():
-                continue
-            if waiter.workflow_id in stopped:
+        state.stops_checked = loop.time()
+        runs = {w.workflow_id for w in state.waiters if w.workflow_id and w.waiting}
+        state.stopped = await self._blocking(self.pool.stopped, runs) if runs else set()
+        for waiter in state.waiters:
+            if waiter.waiting and waiter.workflow_id in state.stopped:
                 waiter.future.set_exception(SlotDeferred(f"run {waiter.workflow_id} stopped"))
-            else:
-                kept.append(waiter)
-        queue.waiters = kept
 
     # ---- holding -------------------------------------------------------------------
-    async def _release(self, model: str, slot_no: int, holder: str) -> None:
+    async def _give_back(self, model: str, state: _Model, slot_no: int) -> None:
+        """A finished call's slot: to the next caller waiting here (a stopped run's caller
+        gives up its turn), else back to the database."""
+        while (waiter := state.next_waiter()) is not None and waiter.workflow_id in state.stopped:
+            state.waiters.popleft()
+            waiter.future.set_exception(SlotDeferred(f"run {waiter.workflow_id} stopped"))
+        self._hand_over(model, state, slot_no)
+
+    async def _release(self, model: str, slot_no: int) -> None:
         try:
-            await self._blocking(self.pool.release, model, slot_no, holder)
+            await self._blocking(self.pool.release, model, [slot_no], self.token)
         except Exception:  # the lease expires on its own; never fail the call for this
             log.exception("could not release %s slot %s; its lease will expire", model, slot_no)
-        queue = self._queues.get(model)
-        if queue is not None:
-            queue.wake.set()
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew_forever())
 
     async def _renew_forever(self) -> None:
-        while self._held:
+        while any(m.held for m in self._models.values()):
             await asyncio.sleep(self.lease_s / 3)
-            try:
-                await self._blocking(self.pool.renew, list(self._held), self.lease_s)
-            except Exception:
-                log.exception("could not renew provider slot leases")
+            for model, state in list(self._models.items()):
+                if not state.held:
+                    continue
+                try:
+                    await self._blocking(
+                        self.pool.renew, model, list(state.held), self.token, self.lease_s
+                    )
+                except Exception:
+                    log.exception("could not renew provider slot leases of %s", model)

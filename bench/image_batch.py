@@ -3,9 +3,12 @@ deduct, log, notify) on a real Temporal dev server, against the simulator.
 
     .venv/bin/python bench/image_batch.py [--db sqlite|postgres] [--images 200]
         [--latency 1.0] [--concurrency 20] [--throughput-images 1000] [--sequential-images N]
+        [--batches 3]
 
 Three measurements, each against a baseline taken in the same run:
-1. efficiency = floor / actual, floor = ceil(N / C) × L   (goal ≥ 0.90)
+1. efficiency = floor / actual, floor = ceil(N / C) × L   (goal ≥ 0.92); with --batches K
+   the N images are split over K batches started together on one model, whose
+   max_concurrency C holds for all of them: floor = ceil(ΣN / C) × L (goal ≥ 0.90)
 2. speedup over the plan's loop: the same images one at a time, generate → store → deduct
    with no Temporal (goal ≥ 15×)
 3. images per second with a zero-latency simulator (goal ≥ 100 on PostgreSQL)
@@ -174,18 +177,31 @@ def breakdown(rows: list[dict], started: float, ended: float, waves: int, latenc
     }
 
 
-async def run_batch(env, task_queue, acct, task_ids) -> tuple[float, object]:
+async def run_batch(env, task_queue, acct, task_ids, batches: int = 1) -> tuple[float, object]:
+    """Start `batches` batches over the tasks at once; the time until the last finishes,
+    and one result summing them."""
     start = time.perf_counter()
-    handle = await start_image_batch(
-        env.client,
-        task_queue,
-        account_id=acct,
-        task_ids=task_ids,
-        model=MODEL,
-        max_in_article_images=0,
+    handles = [
+        await start_image_batch(
+            env.client,
+            task_queue,
+            account_id=acct,
+            task_ids=task_ids[i::batches],
+            model=MODEL,
+            max_in_article_images=0,
+        )
+        for i in range(batches)
+    ]
+    results = await asyncio.gather(*(h.result() for h in handles))
+    elapsed = time.perf_counter() - start
+    statuses = {r.status for r in results}
+    summed = results[0].model_copy(
+        update={
+            "status": statuses.pop() if len(statuses) == 1 else "mixed",
+            "images_done": sum(r.images_done for r in results),
+        }
     )
-    result = await handle.result()
-    return time.perf_counter() - start, result
+    return elapsed, summed
 
 
 def sequential_loop(engine, sim_url: str, acct: int, n: int, media: Path) -> float:
@@ -254,11 +270,12 @@ async def measure(args: argparse.Namespace) -> dict:
                 if not batch_ids:
                     raise SystemExit("--images must be at least 1")
                 wall_start = time.time()
-                actual, res = await run_batch(env, "bench", acct, batch_ids)
+                actual, res = await run_batch(env, "bench", acct, batch_ids, args.batches)
                 waves = math.ceil(args.images / args.concurrency)
                 floor = waves * args.latency
                 results["efficiency"] = {
                     "images": args.images,
+                    "batches": args.batches,
                     "latency_s": args.latency,
                     "concurrency": args.concurrency,
                     "floor_s": floor,
@@ -338,6 +355,12 @@ def main() -> None:
     )
     parser.add_argument("--throughput-concurrency", type=int, default=64)
     parser.add_argument(
+        "--batches",
+        type=int,
+        default=1,
+        help="split the N images over this many batches started at once on one model",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=2,
@@ -346,14 +369,17 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     results = asyncio.run(measure(args))
-    out = ROOT / "bench" / "results" / f"image_batch-{args.db}.json"
+    suffix = f"-{args.batches}batches" if args.batches > 1 else ""
+    out = ROOT / "bench" / "results" / f"image_batch-{args.db}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     eff, seq = results["efficiency"], results["sequential"]
     print(f"[{args.db}] worker processes: {args.workers}")
+    goal = "0.90, combined floor" if args.batches > 1 else "0.92"
     print(
-        f"[{args.db}] efficiency: floor {eff['floor_s']} s / actual {eff['actual_s']} s = "
-        f"{eff['efficiency']:.3f} (goal >= 0.90; {eff['sim_429s']} 429s)"
+        f"[{args.db}] efficiency ({args.batches} batch(es), {eff['images']} images): floor "
+        f"{eff['floor_s']} s / actual {eff['actual_s']} s = {eff['efficiency']:.3f} "
+        f"(goal >= {goal}; {eff['sim_429s']} 429s)"
     )
     if eff["breakdown"]:
         b = eff["breakdown"]

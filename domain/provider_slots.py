@@ -1,8 +1,9 @@
 """Provider-wide concurrency in the database every worker already shares (DESIGN §4).
 
-A model with `max_concurrency` C has C slot rows. A call leases a free slot before it
-reaches the provider and gives it back after; a lease has an expiry that its worker keeps
-pushing out while the call runs, so a killed worker's slot frees itself. Nothing here
+A model with `max_concurrency` C has C slot rows. A worker process leases free slots (its
+holder token on the row) before its calls reach the provider and gives them back after;
+a lease has an expiry that the worker keeps pushing out while it holds the slot, so a
+killed worker's slots free themselves. Nothing here
 needs a filesystem shared between workers, and it holds for every batch, run, process
 and host together.
 
@@ -10,9 +11,9 @@ A 429's Retry-After is stored per model (`blocked_until`): no caller of that mod
 slot before it. A paused or cancelled run is written to `igny8_run_stops`, so its calls
 still waiting for a slot give up their turn instead of calling the provider.
 
-Every write is one short transaction: a slot is taken with a conditional UPDATE (on
-PostgreSQL after `FOR UPDATE SKIP LOCKED`, so takers never queue on each other's rows;
-SQLite serialises writers with `BEGIN IMMEDIATE`).
+Every write is one short transaction: slots are taken with one conditional UPDATE … IN
+(free slots) RETURNING (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so takers never queue on
+each other's rows; SQLite serialises writers with `BEGIN IMMEDIATE`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, func, or_, select, update
+from sqlalchemy import Connection, Engine, Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.db import utcnow
@@ -34,9 +35,9 @@ STOPS = RunStop.__table__
 
 @dataclass(frozen=True)
 class Attempt:
-    """A taken slot's number, or None with the back-off (if any) that kept it."""
+    """The slots taken (maybe none), and the back-off that kept them, if any."""
 
-    slot_no: int | None
+    slots: list[int]
     blocked_until: datetime | None = None
 
 
@@ -50,53 +51,62 @@ class SlotPool:
         self._created: set[tuple[str, int]] = set()
 
     # ---- slots -------------------------------------------------------------------
-    def try_acquire(self, model: str, limit: int, holder: str, lease_s: float) -> Attempt:
-        """Lease a free slot of `model` to `holder`, or say why not (all busy, backing off).
-        A read comes first, so a busy pool costs no write transaction."""
+    def try_acquire(
+        self, model: str, limit: int, holder: str, lease_s: float, want: int = 1
+    ) -> Attempt:
+        """Lease up to `want` free slots of `model` to `holder` in one statement, or say why
+        none (all busy, backing off). A read comes first, so a busy pool costs no write."""
         now = self.clock()
         with self.engine.connect() as conn:
             blocked = self._blocked_until(conn, model, now)
             if blocked is not None:
-                return Attempt(None, blocked)
-            if (model, limit) in self._created and self._free_slot(conn, model, limit, now) is None:
-                return Attempt(None)
+                return Attempt([], blocked)
+            if (model, limit) in self._created and not self._free_slots(conn, model, limit, now, 1):
+                return Attempt([])
         self._ensure_slots(model, limit)
+        free = self._free_slots_query(model, limit, now, want)
+        if self._pg:
+            free = free.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
-            slot = self._free_slot(conn, model, limit, now, lock=True)
-            if slot is None:
-                return Attempt(None)
             taken = conn.execute(
                 update(SLOTS)
-                .where(SLOTS.c.id == slot.id, _free(now))
+                .where(SLOTS.c.id.in_(free.scalar_subquery()), _free(now))
                 .values(holder=holder, lease_until=now + timedelta(seconds=lease_s))
-            ).rowcount
-        return Attempt(slot.slot_no if taken else None)
+                .returning(SLOTS.c.slot_no)
+            ).scalars()
+            return Attempt(sorted(taken))
 
-    def release(self, model: str, slot_no: int, holder: str) -> bool:
-        """Give the slot back; only its holder can (a lease that expired and was taken
-        over is not freed by the late holder)."""
-        with self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    update(SLOTS)
-                    .where(
-                        SLOTS.c.model_name == model,
-                        SLOTS.c.slot_no == slot_no,
-                        SLOTS.c.holder == holder,
-                    )
-                    .values(holder=None, lease_until=None)
-                ).rowcount
-            )
-
-    def renew(self, holders: Iterable[str], lease_s: float) -> int:
-        """Push out the leases of calls still running (one statement for a whole worker)."""
-        held = list(holders)
-        if not held:
+    def release(self, model: str, slot_nos: Iterable[int], holder: str) -> int:
+        """Give slots back; only their holder can (a lease that expired and was taken over
+        is not freed by the late holder)."""
+        slots = list(slot_nos)
+        if not slots:
             return 0
         with self.engine.begin() as conn:
             return conn.execute(
                 update(SLOTS)
-                .where(SLOTS.c.holder.in_(held))
+                .where(
+                    SLOTS.c.model_name == model,
+                    SLOTS.c.slot_no.in_(slots),
+                    SLOTS.c.holder == holder,
+                )
+                .values(holder=None, lease_until=None)
+            ).rowcount
+
+    def renew(self, model: str, slot_nos: Iterable[int], holder: str, lease_s: float) -> int:
+        """Push out the leases of the slots `holder` (a worker process) still holds: one
+        statement, however many calls it has running."""
+        slots = list(slot_nos)
+        if not slots:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(SLOTS)
+                .where(
+                    SLOTS.c.model_name == model,
+                    SLOTS.c.slot_no.in_(slots),
+                    SLOTS.c.holder == holder,
+                )
                 .values(lease_until=self.clock() + timedelta(seconds=lease_s))
             ).rowcount
 
@@ -111,18 +121,18 @@ class SlotPool:
                 )
             ).scalar_one()
 
-    def _free_slot(
-        self, conn: Connection, model: str, limit: int, now: datetime, lock: bool = False
-    ) -> object | None:
-        stmt = (
-            select(SLOTS.c.id, SLOTS.c.slot_no)
+    def _free_slots_query(self, model: str, limit: int, now: datetime, want: int) -> Select:
+        return (
+            select(SLOTS.c.id)
             .where(SLOTS.c.model_name == model, SLOTS.c.slot_no < limit, _free(now))
             .order_by(SLOTS.c.slot_no)
-            .limit(1)
+            .limit(want)
         )
-        if lock and self._pg:
-            stmt = stmt.with_for_update(skip_locked=True)
-        return conn.execute(stmt).first()
+
+    def _free_slots(
+        self, conn: Connection, model: str, limit: int, now: datetime, want: int
+    ) -> list[int]:
+        return list(conn.execute(self._free_slots_query(model, limit, now, want)).scalars())
 
     def _ensure_slots(self, model: str, limit: int) -> None:
         """Create the model's slot rows up to `limit` once per process (idempotent)."""
@@ -148,6 +158,11 @@ class SlotPool:
         with self.engine.begin() as conn:
             conn.execute(stmt)
         return until
+
+    def blocked_until(self, model: str) -> datetime | None:
+        """The end of the model's back-off, if one is running."""
+        with self.engine.connect() as conn:
+            return self._blocked_until(conn, model, self.clock())
 
     def _blocked_until(self, conn: Connection, model: str, now: datetime) -> datetime | None:
         until = conn.execute(

@@ -23,26 +23,27 @@ MODEL = "m-test"
 
 
 # ---- the slot rows ---------------------------------------------------------------------
-def test_never_more_holders_than_the_limit_and_only_the_holder_releases(engine):
+def test_never_more_held_than_the_limit_and_only_the_holder_releases(engine):
     pool = SlotPool(engine)
-    got = [pool.try_acquire(MODEL, 3, f"h{i}", 30).slot_no for i in range(5)]
-    assert sorted(n for n in got if n is not None) == [0, 1, 2] and got[3:] == [None, None]
+    assert pool.try_acquire(MODEL, 3, "proc-a", 30, want=2).slots == [0, 1]
+    assert pool.try_acquire(MODEL, 3, "proc-b", 30, want=5).slots == [2]
+    assert pool.try_acquire(MODEL, 3, "proc-c", 30).slots == []
     assert pool.in_use(MODEL) == 3
-    assert not pool.release(MODEL, 0, "someone-else")
-    assert pool.release(MODEL, 0, "h0") and pool.in_use(MODEL) == 2
-    assert pool.try_acquire(MODEL, 3, "h5", 30).slot_no == 0
+    assert pool.release(MODEL, [0], "proc-b") == 0  # not its slot
+    assert pool.release(MODEL, [0], "proc-a") == 1 and pool.in_use(MODEL) == 2
+    assert pool.try_acquire(MODEL, 3, "proc-c", 30).slots == [0]
 
 
 def test_a_dead_holders_lease_expires_and_renewal_keeps_a_live_one(engine):
     now = [utcnow()]
     pool = SlotPool(engine, clock=lambda: now[0])
-    assert pool.try_acquire(MODEL, 2, "dead", 10).slot_no == 0
-    assert pool.try_acquire(MODEL, 2, "live", 10).slot_no == 1
+    assert pool.try_acquire(MODEL, 2, "dead", 10).slots == [0]
+    assert pool.try_acquire(MODEL, 2, "live", 10).slots == [1]
     now[0] += timedelta(seconds=8)
-    assert pool.renew(["live"], 10) == 1
+    assert pool.renew(MODEL, [1], "live", 10) == 1
+    assert pool.renew(MODEL, [0], "live", 10) == 0  # renews only its own
     now[0] += timedelta(seconds=5)  # dead's lease is over; live's was pushed out
-    assert pool.try_acquire(MODEL, 2, "next", 10).slot_no == 0
-    assert pool.try_acquire(MODEL, 2, "more", 10).slot_no is None
+    assert pool.try_acquire(MODEL, 2, "next", 10, want=2).slots == [0]
 
 
 def test_a_back_off_holds_every_caller_and_is_never_shortened(engine):
@@ -50,8 +51,8 @@ def test_a_back_off_holds_every_caller_and_is_never_shortened(engine):
     until = pool.back_off(MODEL, 30)
     pool.back_off(MODEL, 1)
     attempt = pool.try_acquire(MODEL, 5, "h", 30)
-    assert attempt.slot_no is None and attempt.blocked_until == until
-    assert pool.try_acquire("another-model", 5, "h", 30).slot_no == 0
+    assert attempt.slots == [] and attempt.blocked_until == until == pool.blocked_until(MODEL)
+    assert pool.try_acquire("another-model", 5, "h", 30).slots == [0]
 
 
 def test_concurrent_takers_from_many_threads_never_exceed_the_limit(engine):
@@ -60,10 +61,9 @@ def test_concurrent_takers_from_many_threads_never_exceed_the_limit(engine):
     lock = threading.Lock()
 
     def take(i: int) -> None:
-        slot = pool.try_acquire(MODEL, 4, f"t{i}", 30).slot_no
-        if slot is not None:
-            with lock:
-                taken.append(slot)
+        slots = pool.try_acquire(MODEL, 4, f"t{i}", 30, want=2).slots
+        with lock:
+            taken.extend(slots)
 
     threads = [threading.Thread(target=take, args=(i,)) for i in range(24)]
     for t in threads:
@@ -98,8 +98,8 @@ async def test_calls_queue_for_slots_and_in_flight_never_exceeds_the_limit(engin
         await asyncio.sleep(0.01)
     release.set()
     await asyncio.gather(*tasks)
+    await gate.close()  # gives the last slots back
     assert peak == 3 and gate.pool.in_use(MODEL) == 0
-    await gate.close()
 
 
 async def test_two_gates_share_the_limit_as_two_processes_would(engine):
@@ -146,8 +146,8 @@ async def test_no_slot_within_the_wait_hands_the_item_back(engine):
         with pytest.raises(SlotWaitTimeout):
             async with gate.slot(MODEL, 1, max_wait_s=0.2):
                 pass
-    assert gate.pool.in_use(MODEL) == 0
     await gate.close()
+    assert gate.pool.in_use(MODEL) == 0
 
 
 async def _enter(gate: ProviderGate, run: str) -> int:
@@ -217,3 +217,18 @@ async def test_the_same_with_no_shared_disk_workers_on_separate_folders_and_s3(
     store = S3MediaStore.from_settings(s3_settings(s3_server, tmp_path / "api", s3_prefix=prefix))
     keys = builders.image_keys(engine)
     assert len(keys) == 60 and all(store.get(k)[:4] == b"\x89PNG" for k in keys)
+
+
+async def test_a_429_in_one_process_holds_back_the_callers_of_the_other(engine):
+    """A Retry-After seen by one worker slows every caller of that model, everywhere."""
+    first, second = _gate(engine), _gate(engine)
+    await first.back_off(MODEL, 0.5)
+    started = asyncio.get_running_loop().time()
+    async with second.slot(MODEL, 5, max_wait_s=30):
+        waited = asyncio.get_running_loop().time() - started
+    async with second.slot("other-model", 5, max_wait_s=30):
+        other = asyncio.get_running_loop().time() - started - waited
+    assert waited >= 0.4, waited  # the back-off's end, give or take clock rounding
+    assert other < 0.3, other  # another model is not held back
+    for gate in (first, second):
+        await gate.close()
