@@ -11,12 +11,14 @@ whether pydantic or a route found the problem, so clients parse one shape.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -63,6 +65,63 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {"model": ErrorMessage, "description": ERROR_DESCRIPTIONS[code]} for code in codes
     }
+
+
+# FastAPI itself answers this 400, before any route code runs, when it cannot read a body:
+# bytes that are not valid UTF-8, or JSON nested deeper than the parser goes (a form body
+# that cannot be parsed too). Malformed JSON text is a 422 `json_invalid` instead.
+UNDECODABLE_BODY = "There was an error parsing the body"
+UNDECODABLE_BODY_DESCRIPTION = (
+    "The body cannot be decoded: not valid UTF-8, or JSON nested too deeply "
+    "(malformed JSON is a 422 `json_invalid`)"
+)
+ERROR_SCHEMA_REF = f"#/components/schemas/{ErrorMessage.__name__}"
+
+
+def document_undecodable_bodies(app: FastAPI, openapi: dict[str, Any]) -> None:
+    """Add the 400 for an undecodable body to every operation whose body FastAPI reads.
+
+    Why here: FastAPI raises that 400 itself, so no route's `responses=` can know of it,
+    and routes that read their body by hand (keyword import) answer 422 instead."""
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault(ErrorMessage.__name__, ErrorMessage.model_json_schema())
+    paths = openapi.get("paths", {})
+    for route in _api_routes(app):
+        if route.body_field is None:
+            continue
+        for method in sorted(route.methods):
+            operation = paths.get(route.path_format, {}).get(method.lower())
+            if operation is not None:
+                operation["responses"] = _with_undecodable_400(operation.get("responses", {}))
+
+
+def _api_routes(app: FastAPI) -> Iterator[Any]:
+    """Every API route, with its full path and methods. Newer FastAPI includes routers
+    lazily: `app.routes` then holds the included routers, which `iter_route_contexts`
+    expands; older FastAPI put the routes themselves there."""
+    expand = getattr(fastapi.routing, "iter_route_contexts", None)
+    for route in expand(app.routes) if expand else app.routes:
+        if isinstance(getattr(route, "original_route", route), APIRoute):
+            yield route
+
+
+def _with_undecodable_400(responses: dict[str, Any]) -> dict[str, Any]:
+    """`responses` with the 400 listed (or its description extended), in status order."""
+    given = responses.get("400")
+    if given is None:
+        responses["400"] = {
+            "description": UNDECODABLE_BODY_DESCRIPTION,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": ERROR_SCHEMA_REF},
+                    "example": {"detail": UNDECODABLE_BODY},
+                }
+            },
+        }
+    elif UNDECODABLE_BODY_DESCRIPTION not in given.get("description", ""):
+        also = UNDECODABLE_BODY_DESCRIPTION[0].lower() + UNDECODABLE_BODY_DESCRIPTION[1:]
+        given["description"] = f"{given.get('description', '')}; or {also}"
+    return dict(sorted(responses.items()))
 
 
 class TemporalUnavailable(Exception):

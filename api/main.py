@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
 from api.deps import set_thread_limit
-from api.errors import install_error_handlers
+from api.errors import document_undecodable_bodies, install_error_handlers
 from api.routes import api_router
 from api.schemas import OPENAPI_EXTRA_MODELS
 from api.temporal import TemporalConnector
@@ -35,7 +35,9 @@ every AI call in prepaid credits.
 
 Authenticate with `Authorization: Bearer <api key>`; admin routes take the admin key the
 same way. Errors are JSON `{"detail": ...}`; a 422's detail is a list of
-`{loc, msg, type}`. Another account's objects answer 404.
+`{loc, msg, type}`. A body that is not JSON is a 422 (`json_invalid`); one that cannot
+even be decoded (not UTF-8, nested too deeply) is a 400. Another account's objects
+answer 404.
 """
 
 TAGS: list[dict[str, str]] = [
@@ -78,7 +80,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _with_extra_schemas(app: FastAPI) -> None:
-    """Add models referenced only by hand-written request bodies to the OpenAPI components."""
+    """Add to the OpenAPI document what FastAPI cannot see: models referenced only by
+    hand-written request bodies, and the 400 FastAPI answers for an undecodable body."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -92,6 +95,7 @@ def _with_extra_schemas(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
+        document_undecodable_bodies(app, schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

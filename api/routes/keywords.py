@@ -64,9 +64,11 @@ def _media_type(request: Request) -> str:
 def _read_json(raw: bytes) -> ParsedImport:
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         pos = getattr(exc, "pos", 0)
-        reason = getattr(exc, "msg", None) or str(exc)
+        reason = getattr(exc, "msg", None) or (
+            "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        )
         raise RequestValidationError(
             [
                 {
