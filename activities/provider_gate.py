@@ -8,7 +8,8 @@ per model its waiting calls form one FIFO queue:
   (no database write: the slot stays this process's), so the next call starts the moment
   the last one lands;
 - with nobody waiting here, the slot goes back to the database, where other processes
-  (and hosts) take it at their next poll (`poll_s`);
+  (and hosts) take it at once (PostgreSQL tells them with NOTIFY) or at their next poll
+  (`poll_s`, SQLite: one host);
 - waiting calls are served by one acquirer task per model, which takes as many free slots
   as it has callers in one statement, and reads first so a busy pool costs no write;
 - a 429's back-off (set by any process) is waited out by every caller: the acquirer reads
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -38,13 +40,15 @@ from models.db import utcnow
 
 log = logging.getLogger("igny8.provider_gate")
 
-POLL_S = 0.05
+POLL_S = 0.025
 LEASE_S = 15.0  # renewed every 5 s while held; a dead worker's slots free within it
 STOP_CHECK_S = 0.1
-# A slot nobody here waits for stays this process's this long before it goes back to the
-# database: the workflow's next call usually arrives within one round trip, and takes it
-# without two writes. Other processes wait at most this much longer for it.
+# With fast calls, a slot nobody here waits for stays this process's this long before it
+# goes back to the database: the workflow's next call usually arrives within one round
+# trip, and takes it without two writes. With slow calls (real models) the next call is
+# already waiting somewhere, maybe in another process: the slot goes back at once.
 LINGER_S = 0.05
+SLOW_CALL_S = 0.25
 
 
 class SlotDeferred(Exception):
@@ -76,8 +80,10 @@ class _Model:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     stops_checked: float = 0.0
+    backoff_read: float = 0.0
     stopped: set[str] = field(default_factory=set)  # runs seen stopped at the last check
     blocked_until: datetime | None = None
+    hold_s: float | None = None  # moving average of how long a call holds its slot
 
     def next_waiter(self) -> _Waiter | None:
         while self.waiters and not self.waiters[0].waiting:
@@ -112,6 +118,8 @@ class ProviderGate:
         self._models: dict[str, _Model] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self._listening = threading.Event()  # set: stop listening
+        self._listener: threading.Thread | None = None
 
     @asynccontextmanager
     async def slot(
@@ -121,10 +129,14 @@ class ProviderGate:
         state = self._models.setdefault(model, _Model())
         state.limit = max(1, limit)
         slot_no = await self._wait(model, state, workflow_id, max_wait_s)
+        started = asyncio.get_running_loop().time()
         try:
             await self._wait_out_back_off(state)
             yield slot_no
         finally:
+            held = asyncio.get_running_loop().time() - started
+            avg = state.hold_s
+            state.hold_s = held if avg is None else avg + 0.2 * (held - avg)
             await self._give_back(model, state, slot_no)
 
     async def back_off(self, model: str, seconds: float) -> None:
@@ -134,9 +146,12 @@ class ProviderGate:
         state.blocked_until = max(until, state.blocked_until or until)
 
     async def close(self) -> None:
-        """Finish giving slots back, then stop the acquirers and the renewer."""
+        """Finish giving slots back, then stop the acquirers, the renewer and the listener."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._listening.set()
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.join, 2.0)
         tasks = [m.task for m in self._models.values() if m.task] + [self._renewer]
         for task in tasks:
             if task is not None:
@@ -152,6 +167,7 @@ class ProviderGate:
     ) -> int:
         if state.spare and state.next_waiter() is None:
             return state.spare.pop()
+        self._ensure_listener()
         waiter = _Waiter(workflow_id, asyncio.get_running_loop().create_future())
         state.waiters.append(waiter)
         state.wake.set()
@@ -164,6 +180,28 @@ class ProviderGate:
             if isinstance(exc, TimeoutError):
                 raise SlotWaitTimeout(f"no {model} slot free within {max_wait_s:g} s") from None
             raise
+
+    def _ensure_listener(self) -> None:
+        """Hear other workers' releases at once where the database can tell (PostgreSQL)."""
+        if self._listener is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def heard(model: str) -> None:
+            loop.call_soon_threadsafe(self._wake, model)
+
+        self._listener = threading.Thread(
+            target=self.pool.listen,
+            args=(heard, self._listening),
+            name="slot-listener",
+            daemon=True,
+        )
+        self._listener.start()
+
+    def _wake(self, model: str) -> None:
+        state = self._models.get(model)
+        if state is not None and state.waiters:
+            state.wake.set()
 
     def _abandon(self, model: str, state: _Model, waiter: _Waiter) -> None:
         """A waiter that left: a slot granted to it meanwhile is passed on."""
@@ -181,6 +219,7 @@ class ProviderGate:
 
     async def _serve(self, model: str, state: _Model) -> None:
         """Take free slots from the database for this process's waiters, in order."""
+        loop = asyncio.get_running_loop()
         while state.next_waiter() is not None:
             state.wake.clear()
             while state.spare and state.next_waiter() is not None:
@@ -194,7 +233,9 @@ class ProviderGate:
                         self.pool.try_acquire, model, state.limit, self.token, self.lease_s, want
                     )
                     state.blocked_until = got.blocked_until
-                elif want:  # all slots are ours: only a handoff helps, but heed a back-off
+                elif want and loop.time() - state.backoff_read >= self.poll_s:
+                    # all slots are ours: only a handoff helps, but heed a back-off
+                    state.backoff_read = loop.time()
                     state.blocked_until = await self._blocking(self.pool.blocked_until, model)
             except Exception:
                 log.exception("provider slots for %s: database error; retrying", model)
@@ -215,6 +256,10 @@ class ProviderGate:
         if waiter is not None:
             state.waiters.popleft()
             waiter.future.set_result(slot_no)
+            return
+        if state.hold_s is None or state.hold_s >= SLOW_CALL_S:
+            state.held.discard(slot_no)
+            self._spawn(self._release(model, slot_no))
             return
         state.spare.append(slot_no)
         self._spawn(self._release_if_idle(model, state, slot_no))

@@ -174,26 +174,55 @@ def breakdown(rows: list[dict], started: float, ended: float, waves: int, latenc
         "start_s": round(first - started, 3),
         "finish_s": round(ended - last, 3),
         "gap_per_wave_s": round(between / max(1, waves - 1), 3),
+        "handoff_ms": handoffs(images),
     }
+
+
+def handoffs(images: list[dict]) -> dict:
+    """How long a provider slot stood idle between one call's answer and the next call:
+    each arrival after the first wave is matched to the earliest unmatched departure."""
+    departures = sorted(r["left"] for r in images)
+    arrivals = sorted(r["arrived"] for r in images)
+    first_wave = len(images) - len(departures)  # recomputed below
+    concurrency = 0
+    in_flight = 0
+    events = sorted([(a, 1) for a in arrivals] + [(d, -1) for d in departures])
+    for _, kind in events:
+        in_flight += kind
+        concurrency = max(concurrency, in_flight)
+    first_wave = concurrency
+    gaps = [
+        (arrival - departure) * 1000
+        for arrival, departure in zip(arrivals[first_wave:], departures, strict=False)
+    ]
+    if not gaps:
+        return {}
+    gaps.sort()
+    pick = lambda q: round(gaps[min(len(gaps) - 1, int(q * len(gaps)))], 1)  # noqa: E731
+    return {"p50": pick(0.5), "p90": pick(0.9), "max": round(gaps[-1], 1)}
 
 
 async def run_batch(env, task_queue, acct, task_ids, batches: int = 1) -> tuple[float, object]:
     """Start `batches` batches over the tasks at once; the time until the last finishes,
     and one result summing them."""
     start = time.perf_counter()
-    handles = [
-        await start_image_batch(
-            env.client,
-            task_queue,
-            account_id=acct,
-            task_ids=task_ids[i::batches],
-            model=MODEL,
-            max_in_article_images=0,
+    handles = await asyncio.gather(
+        *(
+            start_image_batch(
+                env.client,
+                task_queue,
+                account_id=acct,
+                task_ids=task_ids[i::batches],
+                model=MODEL,
+                max_in_article_images=0,
+            )
+            for i in range(batches)
         )
-        for i in range(batches)
-    ]
+    )
     results = await asyncio.gather(*(h.result() for h in handles))
     elapsed = time.perf_counter() - start
+    if os.environ.get("BENCH_HISTORY"):
+        await print_start_of_history(handles[0])
     statuses = {r.status for r in results}
     summed = results[0].model_copy(
         update={
@@ -202,6 +231,15 @@ async def run_batch(env, task_queue, acct, task_ids, batches: int = 1) -> tuple[
         }
     )
     return elapsed, summed
+
+
+async def print_start_of_history(handle) -> None:
+    """Debugging aid (BENCH_HISTORY=1): when each of the first events happened."""
+    events = [e async for e in handle.fetch_history_events()]
+    t0 = events[0].event_time.ToDatetime()
+    for e in events[:40]:
+        ms = (e.event_time.ToDatetime() - t0).total_seconds() * 1000
+        print(f"{ms:8.1f} ms  {e.event_id:4d} {e.event_type}")
 
 
 def sequential_loop(engine, sim_url: str, acct: int, n: int, media: Path) -> float:
@@ -385,7 +423,8 @@ def main() -> None:
         b = eff["breakdown"]
         print(
             f"[{args.db}]   overhead: {b['start_s']} s before the first provider call, "
-            f"{b['gap_per_wave_s']} s between waves, {b['finish_s']} s after the last answer"
+            f"{b['gap_per_wave_s']} s between waves, {b['finish_s']} s after the last answer; "
+            f"slot idle between calls (ms): {b['handoff_ms']}"
         )
     print(
         f"[{args.db}] one at a time: {seq['seconds_for_all']} s for {eff['images']} images -> "

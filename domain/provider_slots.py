@@ -18,16 +18,21 @@ each other's rows; SQLite serialises writers with `BEGIN IMMEDIATE`).
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Select, delete, func, or_, select, update
+import psycopg
+from sqlalchemy import Connection, Engine, Select, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.db import utcnow
 from models.engine import ProviderBackoff, ProviderSlot, RunStop
 
+log = logging.getLogger("igny8.provider_slots")
+CHANNEL = "igny8_provider_slots"
 SLOTS = ProviderSlot.__table__
 BACKOFFS = ProviderBackoff.__table__
 STOPS = RunStop.__table__
@@ -78,12 +83,13 @@ class SlotPool:
 
     def release(self, model: str, slot_nos: Iterable[int], holder: str) -> int:
         """Give slots back; only their holder can (a lease that expired and was taken over
-        is not freed by the late holder)."""
+        is not freed by the late holder). On PostgreSQL every listening worker hears of it
+        at once (NOTIFY is sent on commit)."""
         slots = list(slot_nos)
         if not slots:
             return 0
         with self.engine.begin() as conn:
-            return conn.execute(
+            freed = conn.execute(
                 update(SLOTS)
                 .where(
                     SLOTS.c.model_name == model,
@@ -92,6 +98,29 @@ class SlotPool:
                 )
                 .values(holder=None, lease_until=None)
             ).rowcount
+            if freed and self._pg:
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :model)"), {"channel": CHANNEL, "model": model}
+                )
+            return freed
+
+    def listen(self, on_release: Callable[[str], None], stop: threading.Event) -> None:
+        """Call `on_release(model)` whenever any worker frees a slot, until `stop` is set
+        (PostgreSQL LISTEN on a connection of its own; blocks, so run it in a thread).
+        Elsewhere (SQLite: one host) waiters poll."""
+        if not self._pg:
+            return
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            on_release(note.payload)
+            except psycopg.Error:
+                log.warning("provider slot notifications lost; reconnecting", exc_info=True)
+                stop.wait(1.0)
 
     def renew(self, model: str, slot_nos: Iterable[int], holder: str, lease_s: float) -> int:
         """Push out the leases of the slots `holder` (a worker process) still holds: one

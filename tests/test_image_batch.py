@@ -18,7 +18,7 @@ from tests import builders
 from tests.procs import stop
 from tests.temporal_fixtures import WorkerCtx
 from workflows.client import start_image_batch
-from workflows.engine.items import EVENTS_PER_ITEM_MAX
+from workflows.engine.items import EVENTS_PER_ITEM_MAX, IN_FLIGHT_PER_SLOT
 
 pytestmark = pytest.mark.temporal
 FINISHED = {"completed", "failed", "cancelled"}
@@ -323,8 +323,8 @@ async def test_ten_batches_on_an_account_funded_for_four(wctx: WorkerCtx):
 
 async def test_history_stays_bounded_by_continuing_as_new(wctx: WorkerCtx):
     # Every image costs at least 3 events (activity scheduled, started, completed), so a
-    # run claims at most limit / 3 images before it stops claiming, plus the 2×C already
-    # in flight: 60 / 3 + 2 × 2 = 24 images per run, and 60 images need at least 3 runs
+    # run claims at most limit / 3 images before it stops claiming, plus the 3×C already
+    # in flight: 60 / 3 + 3 × 2 = 26 images per run, and 60 images need at least 3 runs
     # however the completions batch into workflow tasks.
     limit = 60
     acct, cfg, task_ids = setup_tasks(wctx, credits=1000, n_tasks=30, max_concurrency=2)
@@ -352,8 +352,8 @@ async def test_history_stays_bounded_by_continuing_as_new(wctx: WorkerCtx):
             else None
         )
     assert len(lengths) >= 3, lengths  # it really continued as new
-    # the limit, plus draining at most 2×C images in flight, plus the finish
-    bound = limit + 2 * cfg.max_concurrency * EVENTS_PER_ITEM_MAX + 50
+    # the limit, plus draining at most 3×C images in flight, plus the finish
+    bound = limit + IN_FLIGHT_PER_SLOT * cfg.max_concurrency * EVENTS_PER_ITEM_MAX + 50
     assert max(lengths) < bound, lengths
     assert deductions(wctx.engine) == 60 and reconcile(wctx.engine) == []
 

@@ -17,21 +17,8 @@ from pydantic import Field, model_validator
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows.engine.batch import BatchState, MeteredBatch
-from workflows.engine.control import ControlInput, ProgressRequest
-from workflows.engine.items import Deferred, Failed, ItemOutcome, Produced
-from workflows.engine.metering import Charge
-from workflows.engine.policies import (
-    DB_RETRY,
-    DB_TIMEOUT,
-    GENERATE_HEARTBEAT,
-    GENERATE_RETRY,
-    GENERATE_TIMEOUT,
-    PLAN_TIMEOUT,
-    SLOT_WAIT_S,
-    message,
-)
-
+# The engine and the activities are plain, deterministic modules: imported once in the
+# worker and passed through the sandbox, not re-imported for every workflow run.
 with workflow.unsafe.imports_passed_through():
     from activities.common import Frozen
     from activities.images import (
@@ -46,6 +33,20 @@ with workflow.unsafe.imports_passed_through():
         PlanOutput,
     )
     from domain.ai_functions import GENERATE_IMAGES
+    from workflows.engine.batch import BatchState, MeteredBatch
+    from workflows.engine.control import ControlInput, ProgressRequest
+    from workflows.engine.items import HISTORY_LIMIT, Deferred, Failed, ItemOutcome, Produced
+    from workflows.engine.metering import Charge
+    from workflows.engine.policies import (
+        DB_RETRY,
+        DB_TIMEOUT,
+        GENERATE_HEARTBEAT,
+        GENERATE_RETRY,
+        GENERATE_TIMEOUT,
+        PLAN_TIMEOUT,
+        SLOT_WAIT_S,
+        message,
+    )
 
 __all__ = ["BatchProgress", "ControlInput", "ImageBatchInput", "ImageBatchWorkflow"]
 
@@ -71,9 +72,7 @@ class ImageBatchInput(Frozen):
     task_ids: list[int]
     model: str | None = None
     max_in_article_images: int | None = None
-    # Claims stop at this many events; then at most 2×C images drain, each adding at most
-    # 12 events (two activities, two workflow tasks): 4000 + 24×200 < 10,240.
-    history_limit: int = 4000
+    history_limit: int = HISTORY_LIMIT  # claims stop here; the drain stays under 10,240
     state: ImageBatchState | None = None
 
 

@@ -16,21 +16,8 @@ from pydantic import Field
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows.engine.batch import BatchState, MeteredBatch
-from workflows.engine.control import ControlInput, ProgressRequest
-from workflows.engine.items import Deferred, Failed, ItemOutcome, Produced
-from workflows.engine.metering import Charge
-from workflows.engine.policies import (
-    DB_RETRY,
-    DB_TIMEOUT,
-    GENERATE_HEARTBEAT,
-    GENERATE_RETRY,
-    GENERATE_TIMEOUT,
-    PLAN_TIMEOUT,
-    SLOT_WAIT_S,
-    message,
-)
-
+# The engine and the activities are plain, deterministic modules: imported once in the
+# worker and passed through the sandbox, not re-imported for every workflow run.
 with workflow.unsafe.imports_passed_through():
     from activities.common import Frozen
     from activities.text import (
@@ -42,6 +29,20 @@ with workflow.unsafe.imports_passed_through():
         WithdrawTextInput,
     )
     from domain.ai_functions import ai_function
+    from workflows.engine.batch import BatchState, MeteredBatch
+    from workflows.engine.control import ControlInput, ProgressRequest
+    from workflows.engine.items import HISTORY_LIMIT, Deferred, Failed, ItemOutcome, Produced
+    from workflows.engine.metering import Charge
+    from workflows.engine.policies import (
+        DB_RETRY,
+        DB_TIMEOUT,
+        GENERATE_HEARTBEAT,
+        GENERATE_RETRY,
+        GENERATE_TIMEOUT,
+        PLAN_TIMEOUT,
+        SLOT_WAIT_S,
+        message,
+    )
 
 __all__ = ["ControlInput", "TextBatchInput", "TextBatchProgress", "TextBatchWorkflow"]
 
@@ -60,7 +61,7 @@ class TextBatchInput(Frozen):
     item_ids: list[int]
     model: str | None = None
     site_id: int | None = None
-    history_limit: int = 4000
+    history_limit: int = HISTORY_LIMIT  # claims stop here; the drain stays under 10,240
     state: TextBatchState | None = None
 
 

@@ -29,10 +29,15 @@ I_contra = TypeVar("I_contra", contravariant=True)
 
 MAX_ERRORS_KEPT = 5
 MAX_CONCURRENCY = 200
-# What one item adds to the history at most: its activities (generate, maybe mark failed
-# or a withdraw) and the workflow tasks they wake. Claims stop at the history limit, then at
-# most 2×C items drain: the limit plus 2×C×this bounds a run's history.
+# Items in flight per provider slot: two calling or queued for the slot, one being charged
+# (a charge is an activity round trip; counting it against the calls left slots idle).
+IN_FLIGHT_PER_SLOT = 3
+# What one item adds to the history at most: its activities (generate, charge, maybe mark
+# failed or a withdraw) and the workflow tasks they wake. Claims stop at the history limit,
+# then at most 3×C items drain: the limit plus 3×C×this bounds a run's history.
 EVENTS_PER_ITEM_MAX = 12
+# The default history limit: 3000 + 3 × 200 (the widest model) × 12 < 10,240 (the warning).
+HISTORY_LIMIT = 3000
 # Two calls per provider slot while calls are slow (a moving average of at least this);
 # with a fast provider the second only crowds the workers.
 DEEP_MIN_CALL_S = 0.25
@@ -191,7 +196,7 @@ class ItemLoop(Generic[I]):
             self.control.claiming
             and bool(self.pending or self.state.uncharged)
             and self.working < self.depth() * self.width()
-            and self.in_flight < 2 * self.width()
+            and self.in_flight < IN_FLIGHT_PER_SLOT * self.width()
             and not self.history_full()
             and self.may_claim()
         )
