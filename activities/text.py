@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.common import Frozen, heartbeating, non_retryable
 from activities.provider_gate import ProviderGate, SlotDeferred, SlotWaitTimeout
-from activities.text_functions import TEXT_FUNCTIONS, Call, ItemGone, TextFunction
+from activities.text_functions import TEXT_FUNCTIONS, Call, ItemGone, TextFunction, TextItem
 from domain.ai_functions import UnknownAIFunction, ai_function
 from domain.pricing import (
     ModelPricing,
@@ -95,6 +95,10 @@ class TextCallInput(Frozen):
     item_id: int
     model: TextModel
     slot_wait_s: float = 120.0
+    members: list[int] = []  # an item made of others: a keyword batch's keyword ids
+
+    def item(self) -> TextItem:
+        return TextItem(self.account_id, self.item_id, self.workflow_id, tuple(self.members))
 
 
 class TextCallOutput(Frozen):
@@ -115,6 +119,8 @@ class WithdrawTextInput(Frozen):
     workflow_id: str
     item_id: int
     error: str
+    account_id: int = 0
+    members: list[int] = []
 
 
 class TextActivities:
@@ -225,7 +231,7 @@ class TextActivities:
 
     def _load(self, spec: TextFunction, inp: TextCallInput) -> Call:
         with self.engine.connect() as conn:
-            return spec.load(conn, inp.account_id, inp.item_id)
+            return spec.load(conn, inp.item())
 
     def _write(
         self,
@@ -240,7 +246,7 @@ class TextActivities:
         cost = text_cost_usd(pricing, result.input_tokens, result.output_tokens)
         try:
             with self.engine.begin() as conn:
-                written = spec.write(conn, inp.item_id, result.data)
+                written = spec.write(conn, inp.item(), result.data)
                 self._insert_call(conn, spec, inp, key, "done", result, credits, cost, written)
         except IntegrityError:  # a twin attempt recorded it first: its answer stands
             recorded = self._recorded(key, inp.item_id)
@@ -324,7 +330,8 @@ class TextActivities:
         spec = _spec(inp.function_name)
         key = spec.fn.item_key(inp.workflow_id, inp.item_id)
         with self.engine.begin() as conn:
-            spec.withdraw(conn, inp.item_id)
+            item = TextItem(inp.account_id, inp.item_id, inp.workflow_id, tuple(inp.members))
+            spec.withdraw(conn, item)
             conn.execute(
                 update(CALLS)
                 .where(CALLS.c.idempotency_key == key)

@@ -31,6 +31,17 @@ class ItemGone(Exception):
 
 
 @dataclass(frozen=True)
+class TextItem:
+    """One item of a text AI function: its id (a content id, a cluster id, a keyword
+    batch's number) and, for an item made of others (a batch of keywords), their ids."""
+
+    account_id: int
+    item_id: int
+    workflow_id: str
+    members: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Call:
     """One call's prompt, as the provider gets it."""
 
@@ -53,13 +64,17 @@ class TextFunction(Protocol):
         """The site the items belong to (its text model is the default)."""
         ...
 
-    def load(self, conn: Connection, account_id: int, item_id: int) -> Call: ...
-
-    def write(self, conn: Connection, item_id: int, data: dict[str, Any]) -> dict[str, Any]:
-        """Write the answer; return what the workflow may want (e.g. new ids)."""
+    def load(self, conn: Connection, item: TextItem) -> Call:
+        """The item's prompt; ItemGone if there is nothing left to do for it."""
         ...
 
-    def withdraw(self, conn: Connection, item_id: int) -> None: ...
+    def write(self, conn: Connection, item: TextItem, data: dict[str, Any]) -> dict[str, Any]:
+        """Write the answer (idempotently); return what the workflow may want (new ids)."""
+        ...
+
+    def withdraw(self, conn: Connection, item: TextItem) -> None:
+        """Take back what `write` wrote: the item could not be charged."""
+        ...
 
 
 def site_context(conn: Connection, site_id: int, sector_id: int | None) -> SiteContext:
@@ -97,14 +112,14 @@ class ImagePrompts:
             .limit(1)
         ).scalar_one_or_none()
 
-    def load(self, conn: Connection, account_id: int, item_id: int) -> Call:
+    def load(self, conn: Connection, item: TextItem) -> Call:
         row = conn.execute(
             select(CONTENT, SITES.c.max_in_article_images)
             .join(SITES, SITES.c.id == CONTENT.c.site_id)
-            .where(CONTENT.c.id == item_id, CONTENT.c.account_id == account_id)
+            .where(CONTENT.c.id == item.item_id, CONTENT.c.account_id == item.account_id)
         ).first()
         if row is None:
-            raise ItemGone(f"Content {item_id} does not exist")
+            raise ItemGone(f"Content {item.item_id} does not exist")
         prompt = image_prompts_prompt(
             site_context(conn, row.site_id, row.sector_id),
             row.title,
@@ -115,7 +130,8 @@ class ImagePrompts:
         )
         return Call(prompt, self.fn.name, GENERATE_IMAGE_PROMPTS_SCHEMA, self.max_output_tokens)
 
-    def write(self, conn: Connection, item_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    def write(self, conn: Connection, item: TextItem, data: dict[str, Any]) -> dict[str, Any]:
+        item_id = item.item_id
         wanted = conn.execute(
             select(SITES.c.max_in_article_images)
             .join(CONTENT, CONTENT.c.site_id == SITES.c.id)
@@ -142,8 +158,8 @@ class ImagePrompts:
             )
         return {"images": len(images)}
 
-    def withdraw(self, conn: Connection, item_id: int) -> None:
-        conn.execute(update(CONTENT).where(CONTENT.c.id == item_id).values(image_prompts=[]))
+    def withdraw(self, conn: Connection, item: TextItem) -> None:
+        conn.execute(update(CONTENT).where(CONTENT.c.id == item.item_id).values(image_prompts=[]))
 
 
 def _image(answer: dict[str, Any]) -> dict[str, str]:

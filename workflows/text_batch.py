@@ -223,6 +223,7 @@ class TextBatchWorkflow:
                 workflow_id=self.inp.batch_id,
                 item_id=item_id,
                 error=error,
+                account_id=self.inp.account_id,
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
