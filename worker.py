@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+from activities.automation import AutomationActivities
 from activities.images import ImageActivities
 from activities.ledger import LedgerActivities
 from activities.logging import LoggingActivities
@@ -30,13 +31,19 @@ from domain.provider_slots import SlotPool
 from models.db import make_engine
 from providers.media_store import media_store_from_settings
 from providers.registry import ProviderRegistry
+from workflows.automation_run import AutomationRunWorkflow
 from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput, sweeper_id
 from workflows.image_batch import ImageBatchWorkflow
 from workflows.text_batch import TextBatchWorkflow
 
 log = logging.getLogger("igny8.worker")
 
-WORKFLOWS: Sequence[type] = (ImageBatchWorkflow, TextBatchWorkflow, HoldSweeperWorkflow)
+WORKFLOWS: Sequence[type] = (
+    AutomationRunWorkflow,
+    ImageBatchWorkflow,
+    TextBatchWorkflow,
+    HoldSweeperWorkflow,
+)
 
 
 def build_gate(engine: Any, executor: ThreadPoolExecutor | None) -> ProviderGate:
@@ -64,6 +71,7 @@ def build_activities(
     images = ImageActivities(engine, providers, store, gate, executor)
     runs = RunActivities(gate.pool)
     text = TextActivities(engine, providers, gate, executor)
+    automation = AutomationActivities(engine)
     return [
         led.reserve_credits,
         led.deduct_credits,
@@ -84,6 +92,10 @@ def build_activities(
         text.plan_text_batch,
         text.generate_text,
         text.withdraw_text,
+        automation.plan_automation_run,
+        automation.create_tasks,
+        automation.finalize_content,
+        automation.record_run,
     ]
 
 

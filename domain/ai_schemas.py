@@ -32,6 +32,15 @@ def _object(properties: dict[str, Any], description: str = "") -> dict[str, Any]
     return schema
 
 
+SEARCH_INTENTS = ("informational", "commercial", "transactional", "navigational")
+CONTENT_TYPES = ("post", "page")
+CONTENT_STRUCTURES = ("article", "guide", "how_to", "listicle", "comparison", "review", "faq")
+
+
+def _enum(values: tuple[str, ...], description: str) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values), "description": description}
+
+
 AUTO_CLUSTER_SCHEMA: dict[str, Any] = _object(
     {
         "clusters": {
@@ -39,8 +48,9 @@ AUTO_CLUSTER_SCHEMA: dict[str, Any] = _object(
             "description": "Topic clusters; every input keyword appears in exactly one cluster",
             "items": _object(
                 {
-                    "name": _string("Short, human-readable topic name"),
-                    "description": _string("One or two sentences on the searcher's intent"),
+                    "name": _string("Short, human-readable topic name (2-5 words)"),
+                    "intent": _enum(SEARCH_INTENTS, "The searchers' shared intent"),
+                    "description": _string("One line on what these searchers want"),
                     "keywords": _strings("Input keywords, verbatim, that belong here"),
                 }
             ),
@@ -55,10 +65,13 @@ GENERATE_IDEAS_SCHEMA: dict[str, Any] = _object(
             "description": "Two or three distinct article ideas for the cluster",
             "items": _object(
                 {
-                    "title": _string("Working title of the article"),
-                    "description": _string("What the article covers and for whom"),
-                    "content_type": _string("Kind of page, e.g. 'post'"),
-                    "content_structure": _string("Shape of the piece, e.g. 'article'"),
+                    "title": _string("Working title of the article, under 70 characters"),
+                    "description": _string(
+                        "A short outline: one sentence on the angle and the reader, then "
+                        "'Sections:' and the H2 headings, one per line"
+                    ),
+                    "content_type": _enum(CONTENT_TYPES, "Kind of page"),
+                    "content_structure": _enum(CONTENT_STRUCTURES, "Shape of the piece"),
                     "target_keywords": _strings("Keywords from the cluster this idea targets"),
                 }
             ),
@@ -68,9 +81,18 @@ GENERATE_IDEAS_SCHEMA: dict[str, Any] = _object(
 
 GENERATE_CONTENT_SCHEMA: dict[str, Any] = _object(
     {
-        "title": _string("Final article title"),
-        "meta_description": _string("Search snippet, at most about 155 characters"),
-        "html": _string("Article body as HTML: h2 sections, paragraphs, lists; no <html>/<body>"),
+        "title": _string("Final article title (the given title, polished at most)"),
+        "meta_title": _string("SEO title tag, at most 60 characters, focus keyword first"),
+        "meta_description": _string(
+            "Search snippet, at most 160 characters, containing the focus keyword"
+        ),
+        "slug": _string("URL slug: lowercase words joined by hyphens, no stop words"),
+        "focus_keyword": _string("The focus keyword the article is optimised for"),
+        "target_keywords": _strings("The target and secondary keywords the article uses"),
+        "html": _string(
+            "Article body as HTML: intro, h2/h3 sections, paragraphs, a list, FAQ or "
+            "conclusion; no <html>, <body> or <h1>"
+        ),
         "word_count": {"type": "integer", "description": "Words in the article text"},
     }
 )

@@ -1,6 +1,12 @@
 """Every table, imported once so `SQLModel.metadata` is complete for Alembic."""
 
 from models.accounts import Account, AccountCreate, AccountCreated, AccountPublic, ApiKey
+from models.automation import (
+    AutomationConfig,
+    AutomationConfigBase,
+    AutomationConfigPublic,
+    AutomationConfigUpdate,
+)
 from models.billing import (
     AIModelConfig,
     AIModelConfigCreate,
@@ -49,6 +55,10 @@ __all__ = [
     "AccountCreated",
     "AccountPublic",
     "ApiKey",
+    "AutomationConfig",
+    "AutomationConfigBase",
+    "AutomationConfigPublic",
+    "AutomationConfigUpdate",
     "AutomationRun",
     "BillingConfiguration",
     "Cluster",

@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.common import created_at_field, dt_field, json_field, usd_field
@@ -13,11 +14,14 @@ from models.common import created_at_field, dt_field, json_field, usd_field
 
 class AutomationRun(SQLModel, table=True):
     __tablename__ = "igny8_automation_runs"
+    __table_args__ = (UniqueConstraint("active_site_id", name="uq_automation_run_active_site"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(max_length=255, unique=True, nullable=False)
     account_id: int = Field(foreign_key="igny8_accounts.id", index=True, nullable=False)
     site_id: int = Field(foreign_key="igny8_sites.id", index=True, nullable=False)
+    # The site while the run is active, NULL after: unique, so one active run per site.
+    active_site_id: int | None = Field(default=None)
     status: str = Field(default="running", max_length=20, index=True)
     pause_reason: str | None = Field(default=None, max_length=50)
     current_stage: str | None = Field(default=None, max_length=50)

@@ -136,3 +136,38 @@ def _contains(phrase: str, head_stems: list[str]) -> bool:
     stems = [stem(w) for w in phrase.split()]
     width = len(head_stems)
     return any(stems[i : i + width] == head_stems for i in range(len(stems) - width + 1))
+
+
+# --------------------------------------------------------------------------- search intent
+
+_TRANSACTIONAL = """buy price prices pricing cheap deal deals discount coupon order shop sale
+    cost costs hire rent booking book subscription"""
+_COMMERCIAL = "best top review reviews vs versus compare comparison alternative alternatives"
+_NAVIGATIONAL = "login signin official website app download"
+_INTENT_MARKERS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("transactional", frozenset(_TRANSACTIONAL.split())),
+    ("commercial", frozenset(_COMMERCIAL.split())),
+    ("navigational", frozenset(_NAVIGATIONAL.split())),
+)
+
+
+def keyword_intent(keyword: str) -> str:
+    """The search intent its modifiers signal ("buy" → transactional, "best" →
+    commercial, "login" → navigational); informational when none does."""
+    tokens = set(words(keyword))
+    if "near" in tokens and "me" in tokens:
+        return "transactional"
+    for intent, markers in _INTENT_MARKERS:
+        if tokens & markers:
+            return intent
+    return "informational"
+
+
+_TIE_ORDER = ("transactional", "commercial", "navigational", "informational")
+
+
+def cluster_intent(members: list[str]) -> str:
+    """The most common intent of the members; a tie goes to the more specific intent (a
+    buying signal says more about a searcher than its absence)."""
+    counts = Counter(keyword_intent(k) for k in members)
+    return max(_TIE_ORDER, key=lambda intent: (counts[intent], -_TIE_ORDER.index(intent)))

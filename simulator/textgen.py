@@ -8,11 +8,13 @@ titles, so a demo pipeline produces content that reads like the real thing.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
-from simulator.article import write_article
-from simulator.clustering import cluster_keywords, cluster_name
+from domain.titles import normalise_title
+from simulator.article import WORDS, Brief, is_question, noun_topic, outline, write_article
+from simulator.clustering import cluster_intent, cluster_keywords, cluster_name
 from simulator.prompts import (
     headings,
     parse_sections,
@@ -39,6 +41,11 @@ class PromptInput:
     def keywords(self) -> list[str]:
         return section_keywords(self.sections)
 
+    def listed(self, label: str) -> list[str]:
+        """A list section's entries, without placeholders such as "(none)"."""
+        entries = section_keywords(self.sections, label)
+        return [e for e in entries if not (e.startswith("(") and e.endswith(")"))]
+
     def value(self, label: str, default: str = "") -> str:
         return section_text(self.sections, label, default)
 
@@ -54,23 +61,39 @@ def generate(
 
 # --------------------------------------------------------------------------- auto_cluster
 
-_CLUSTER_DESCRIPTIONS = (
-    'Searches about {name}, sharing one intent and led by "{first}" ({count}).',
-    'People researching {name}: questions, comparisons and buying queries such as "{first}".',
-    'Covers {name} end to end, starting from "{first}" ({count} in total).',
-)
+_CLUSTER_DESCRIPTIONS = {
+    "informational": (
+        'People learning about {name}, with searches such as "{first}" ({count}).',
+        'Searchers who want {name} explained, starting from "{first}" ({count}).',
+    ),
+    "commercial": (
+        'Shoppers comparing {name} before they buy, e.g. "{first}" ({count}).',
+        'Buyers weighing options and reviews of {name}, led by "{first}" ({count}).',
+    ),
+    "transactional": (
+        'Searchers ready to buy or book {name}, e.g. "{first}" ({count}).',
+        'People looking for prices and deals on {name}, led by "{first}" ({count}).',
+    ),
+    "navigational": (
+        'Searchers looking for a specific {name} site or page, e.g. "{first}" ({count}).',
+    ),
+}
 
 
 def auto_cluster(request: PromptInput) -> dict[str, Any]:
-    """Every input keyword in exactly one cluster, grouped by shared stems."""
+    """Every input keyword in exactly one cluster, grouped by shared stems, each cluster
+    with the intent most of its keywords signal."""
     clusters = []
     used: set[str] = set()
-    for head, members in cluster_keywords(request.keywords()):
+    for head, members in cluster_keywords(request.listed("KEYWORDS")):
         name = _unique(title_case(cluster_name(head, members)), used)
-        template = request.rng.choice(_CLUSTER_DESCRIPTIONS)
+        intent = cluster_intent(members)
+        template = request.rng.choice(_CLUSTER_DESCRIPTIONS[intent])
         count = f"{len(members)} keyword{'s' if len(members) != 1 else ''}"
         description = template.format(name=name.lower(), count=count, first=members[0])
-        clusters.append({"name": name, "description": description, "keywords": members})
+        clusters.append(
+            {"name": name, "intent": intent, "description": description, "keywords": members}
+        )
     return {"clusters": clusters}
 
 
@@ -84,61 +107,114 @@ def _unique(name: str, used: set[str]) -> str:
 
 # --------------------------------------------------------------------------- generate_ideas
 
-_IDEA_TITLES = (
-    "The Complete Guide to {c}",
-    "{c}: {n} Practical Tips for Better Results",
-    "How to Choose the Right {c}",
-    "{c} Explained: What Beginners Need to Know",
-    "Common {c} Mistakes (and How to Avoid Them)",
-    "{c} Compared: Options, Costs and Trade-offs",
-    "A Step-by-Step Plan for {c}",
+# (content_structure, title template): {K} the keyword, {B} it without "best"/"top".
+_TOPIC_IDEAS = (
+    ("guide", "The Complete Guide to {K}"),
+    ("listicle", "{K}: {n} Practical Tips for Better Results"),
+    ("comparison", "How to Choose the Right {B}"),
+    ("article", "{K} Explained: What Beginners Need to Know"),
+    ("listicle", "Common {B} Mistakes (and How to Avoid Them)"),
+    ("comparison", "{B} Compared: Options, Costs and Trade-offs"),
+    ("how_to", "A Step-by-Step Plan for {K}"),
+)
+_COMMERCIAL_IDEAS = (
+    ("comparison", "{n} Best {B} Compared"),
+    ("review", "{B} Reviews: What Is Actually Worth Buying"),
+    ("guide", "{B} Buying Guide: What to Look For"),
+)
+_QUESTION_IDEAS = (
+    ("how_to", "{K}: A Step-by-Step Guide"),
+    ("guide", "{K}: Everything You Need to Know"),
+    ("faq", "{K}: Simple Answers and Expert Tips"),
 )
 _IDEA_ANGLES = (
-    'a practical walkthrough for readers searching "{kw}"',
-    'an evidence-based explainer aimed at people comparing options for "{kw}"',
-    'a beginner-friendly guide that answers the questions behind "{kw}"',
-    'a checklist-style article for readers ready to act on "{kw}"',
+    'A practical walkthrough for readers searching "{kw}".',
+    'An evidence-based explainer for people comparing options around "{kw}".',
+    'A beginner-friendly guide that answers the questions behind "{kw}".',
+    'A checklist-style article for readers ready to act on "{kw}".',
 )
 
 
 def generate_ideas(request: PromptInput) -> dict[str, Any]:
-    """Two or three distinct article ideas that split the cluster's keywords between them."""
+    """Two or three distinct ideas that split the cluster's keywords between them. A title
+    is derived from its main keyword (so ideas differ across clusters and the same keyword
+    gets the same title), skipping titles listed under EXISTING_TITLES verbatim."""
     cluster = request.value("CLUSTER") or request.value("TOPIC") or "This Topic"
-    keywords = request.keywords() or [cluster.lower()]
+    keywords = request.listed("KEYWORDS") or [cluster.lower()]
+    used = {t.lower() for t in request.listed("EXISTING_TITLES")}
     count = 3 if len(keywords) >= 3 and request.rng.random() < 0.6 else 2
-    templates = request.rng.sample(_IDEA_TITLES, count)
     ideas = []
-    for index, template in enumerate(templates):
-        targets = keywords[index::count] or [keywords[0]]
-        ideas.append(_idea(request.rng, title_case(cluster), template, targets))
+    for index in range(count):
+        targets = keywords[index::count] or [keywords[index % len(keywords)]]
+        idea = _idea(cluster, targets, used)
+        used.add(idea["title"].lower())
+        ideas.append(idea)
     return {"ideas": ideas}
 
 
-def _idea(rng: random.Random, cluster: str, template: str, targets: list[str]) -> dict[str, Any]:
-    title = template.format(c=cluster, n=rng.choice((5, 7, 9, 10, 12)))
-    angle = rng.choice(_IDEA_ANGLES).format(kw=targets[0])
-    extra = f" Also targets {', '.join(targets[1:])}." if len(targets) > 1 else ""
+def _idea(cluster: str, targets: list[str], used: set[str]) -> dict[str, Any]:
+    main = targets[0]
+    rng = seeded_rng("idea", normalise_title(main))  # the keyword's own, not the prompt's
+    kinds = list(_idea_kinds(main))
+    rng.shuffle(kinds)
+    n = rng.choice((5, 7, 9, 10, 12))
+    base = title_case(noun_topic(main))
+    titles = [(s, t.format(K=title_case(main), B=base, n=n)) for s, t in kinds]
+    structure, title = next(((s, t) for s, t in titles if t.lower() not in used), titles[0])
+    if title.lower() in used:
+        title = f"{title}: {len(used) + 1} More Ideas"
+    sections = outline(rng, noun_topic(main, cluster), targets, rng.randint(4, 6))
+    angle = rng.choice(_IDEA_ANGLES).format(kw=main)
+    also = f" Also targets {', '.join(targets[1:])}." if len(targets) > 1 else ""
     return {
         "title": title,
-        "description": f"{angle[0].upper()}{angle[1:]}, with examples and clear next steps.{extra}",
+        "description": "\n".join([f"{angle}{also}", "Sections:", *sections]),
         "content_type": "post",
-        "content_structure": "article",
+        "content_structure": structure,
         "target_keywords": targets,
     }
 
 
+def _idea_kinds(keyword: str) -> tuple[tuple[str, str], ...]:
+    if is_question(keyword):
+        return _QUESTION_IDEAS
+    if cluster_intent([keyword]) == "commercial":
+        return _COMMERCIAL_IDEAS + _TOPIC_IDEAS[:2]
+    return _TOPIC_IDEAS
+
+
 # --------------------------------------------------------------------------- generate_content
+
+_OUTLINE_NOISE = re.compile(r"^(?:sections?|outline)\b", re.IGNORECASE)
 
 
 def generate_content(request: PromptInput) -> dict[str, Any]:
-    """A 600-1200 word HTML article with h2 sections, paragraphs and a list."""
-    keywords = request.keywords()
-    title = request.value("TITLE") or f"A Practical Guide to {title_case(_topic(keywords))}"
-    return write_article(request.rng, title, keywords or [_topic(keywords, title)])
+    """A 900-1,400 word HTML article on the brief, with its SEO fields."""
+    keywords = request.listed("KEYWORDS")
+    topic = keywords[0] if keywords else ""
+    title = request.value("TITLE") or f"A Practical Guide to {title_case(topic or 'the topic')}"
+    focus = request.value("FOCUS_KEYWORD") or topic or title.lower()
+    brief = Brief(
+        title=title,
+        focus=focus,
+        keywords=keywords or [focus],
+        secondary=request.listed("SECONDARY_KEYWORDS"),
+        outline=[h for h in request.listed("OUTLINE") if _is_heading(h)],
+        words=_word_range(request.value("WORDS")),
+    )
+    return write_article(request.rng, brief)
 
 
-def _topic(keywords: list[str], title: str = "") -> str:
-    return keywords[0] if keywords else (title.lower() or "the topic")
+def _is_heading(line: str) -> bool:
+    """An outline line that reads as a section heading, not the idea's summary."""
+    return 0 < len(line) <= 90 and not line.endswith((".", ":")) and not _OUTLINE_NOISE.match(line)
+
+
+def _word_range(text: str) -> tuple[int, int]:
+    numbers = [int(n) for n in re.findall(r"\d+", text.replace(",", ""))]
+    if len(numbers) >= 2 and 300 <= numbers[0] < numbers[1]:
+        return numbers[0], numbers[1]
+    return WORDS
 
 
 # --------------------------------------------------------------------------- image prompts

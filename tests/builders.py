@@ -17,6 +17,7 @@ from domain.accounts import create_account
 from domain.ledger import Ledger
 from domain.pricing import ModelPricing
 from models import AIModelConfig, BillingConfiguration, Content, Image, Sector, Site, Task
+from models.pipeline import Cluster, ContentIdea, Keyword
 from providers.media_store import LocalMediaStore
 from worker import build_gate
 
@@ -101,6 +102,76 @@ def task_with_content(
         session.add(content)
         session.commit()
         return task, content
+
+
+def keywords(engine: Engine, account_id: int, site_id: int, words: list[str]) -> list[Keyword]:
+    """New, unclustered keywords, in the given order of search volume (highest first)."""
+    with Session(engine, expire_on_commit=False) as session:
+        rows = [
+            Keyword(account_id=account_id, site_id=site_id, keyword=w, volume=1000 - 10 * i)
+            for i, w in enumerate(words)
+        ]
+        session.add_all(rows)
+        session.commit()
+        return rows
+
+
+def cluster(
+    engine: Engine, account_id: int, site_id: int, name: str, words: list[str]
+) -> tuple[Cluster, list[Keyword]]:
+    """A cluster waiting for ideas, with its keywords (new ones, linked and counted)."""
+    members = keywords(engine, account_id, site_id, words)
+    with Session(engine, expire_on_commit=False) as session:
+        row = Cluster(
+            account_id=account_id,
+            site_id=site_id,
+            name=name,
+            description=f"People researching {name.lower()}.",
+            keywords_count=len(members),
+        )
+        session.add(row)
+        session.flush()
+        for keyword in members:
+            keyword.cluster_id, keyword.status = row.id, "clustered"
+            session.add(keyword)
+        session.commit()
+        return row, members
+
+
+def writer_task(
+    engine: Engine,
+    account_id: int,
+    site_id: int,
+    title: str,
+    words: list[str],
+    outline: str = "",
+    cluster_id: int | None = None,
+) -> Task:
+    """A queued writer task made from an idea (its title, keywords and outline)."""
+    with Session(engine, expire_on_commit=False) as session:
+        idea = ContentIdea(
+            account_id=account_id,
+            site_id=site_id,
+            cluster_id=cluster_id,
+            title=title,
+            description=outline,
+            content_structure="guide",
+            target_keywords=words,
+            status="queued",
+        )
+        session.add(idea)
+        session.flush()
+        task = Task(
+            account_id=account_id,
+            site_id=site_id,
+            cluster_id=cluster_id,
+            idea_id=idea.id,
+            title=title,
+            keywords=words,
+        )
+        session.add(task)
+        session.commit()
+        return task
 
 
 def pending_image(engine: Engine, prompt: str = "a cup of coffee") -> tuple[int, Image]:

@@ -9,6 +9,7 @@ without a database, a provider or a clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,6 +18,15 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.automation import (
+    CreateTasksInput,
+    CreateTasksOutput,
+    FinalizeInput,
+    FinalizeOutput,
+    RecordRunInput,
+    RunPlan,
+    RunPlanInput,
+)
 from activities.images import (
     FinishBatchInput,
     GenerateImageInput,
@@ -88,6 +98,7 @@ class World:
     fail_plan: str | None = None
     failing_items: set[int] = field(default_factory=set)  # generation fails for good
     gate: asyncio.Event | None = None  # when set up, generations wait for it
+    image_gate: asyncio.Event | None = None  # when set up, image generations wait for it
     holds: dict[int, Hold] = field(default_factory=dict)
     charges: list[str] = field(default_factory=list)  # keys, in charge order
     charged: dict[str, int] = field(default_factory=dict)
@@ -97,6 +108,18 @@ class World:
     withdrawn: list[int] = field(default_factory=list)
     recorded: dict[str, str] = field(default_factory=dict)  # batch id → final status
     events: list[tuple[str, int]] = field(default_factory=list)  # generated / charged
+    # automation runs: the site's keywords, what each stage made, the run rows
+    keywords: int = 0
+    keywords_per_call: int = 20
+    ideas_per_cluster: int = 2
+    function_gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    item_gates: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)  # calls held at a gate, by function
+    made: dict[str, list[int]] = field(default_factory=dict)  # function → item ids done
+    tasks_of_ideas: dict[int, int] = field(default_factory=dict)
+    run_rows: dict[str, RecordRunInput] = field(default_factory=dict)
+    finalized: list[int] = field(default_factory=list)
+    next_id: int = 1000
     active: int = 0
     peak: int = 0
     started: int = 0
@@ -238,6 +261,12 @@ class World:
     async def generate_image(self, inp: GenerateImageInput) -> GenerateImageOutput:
         if inp.batch_id in self.stopped:
             return GenerateImageOutput(image_id=inp.image_id, status="deferred")
+        if self.image_gate is not None:  # a test holds image generations back
+            self.active += 1
+            try:
+                await self._held("generate_images", self.image_gate)
+            finally:
+                self.active -= 1
         await self._work()
         if inp.image_id in self.failing_items:
             return GenerateImageOutput(image_id=inp.image_id, status="failed", error="refused")
@@ -252,10 +281,22 @@ class World:
         self.peak = max(self.peak, self.active)
         try:
             if self.gate is not None:
-                await self.gate.wait()
+                await self._held("any", self.gate)
             await asyncio.sleep(0)
         finally:
             self.active -= 1
+
+    async def _held(self, function: str, gate: asyncio.Event) -> None:
+        """Wait at a test's gate, heartbeating as a real call does (so a slow test is
+        not mistaken for a dead worker)."""
+        self.waiting[function] = self.waiting.get(function, 0) + 1
+        try:
+            while not gate.is_set():
+                activity.heartbeat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gate.wait(), 1.0)
+        finally:
+            self.waiting[function] -= 1
 
     @activity.defn(name="mark_image_failed")
     async def mark_image_failed(self, inp: MarkFailedInput) -> MarkFailedOutput:
@@ -284,10 +325,17 @@ class World:
     async def generate_text(self, inp: TextCallInput) -> TextCallOutput:
         if inp.workflow_id in self.stopped:
             return TextCallOutput(item_id=inp.item_id, status="deferred")
+        for gate in (
+            self.function_gates.get(inp.function_name),
+            self.item_gates.get((inp.function_name, inp.item_id)),
+        ):
+            if gate is not None:
+                await self._held(inp.function_name, gate)
         await self._work()
         if inp.item_id in self.failing_items:
             return TextCallOutput(item_id=inp.item_id, status="failed", error="malformed")
         self.events.append(("generated", inp.item_id))
+        self.made.setdefault(inp.function_name, []).append(inp.item_id)
         return TextCallOutput(
             item_id=inp.item_id,
             status="done",
@@ -296,7 +344,75 @@ class World:
             tokens_input=200,
             tokens_output=100,
             provider_s=1.0,
+            result=self._made_by(inp),
         )
+
+    def _made_by(self, inp: TextCallInput) -> dict[str, Any]:
+        """What each function's writer would report: new ids for the next stage."""
+        if inp.function_name == "auto_cluster":
+            return {"cluster_ids": [self._new_id() for _ in range(max(1, len(inp.members) // 5))]}
+        if inp.function_name == "generate_ideas":
+            return {"idea_ids": [self._new_id() for _ in range(self.ideas_per_cluster)]}
+        if inp.function_name == "generate_content":
+            return {"content_id": self._new_id()}
+        return {"images": self.images_per_task}
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    # ---- automation runs --------------------------------------------------------------
+    @activity.defn(name="plan_automation_run")
+    async def plan_automation_run(self, inp: RunPlanInput) -> RunPlan:
+        if self.fail_plan:
+            raise ApplicationError(self.fail_plan, type="ModelUnavailable", non_retryable=True)
+        ids = list(range(1, self.keywords + 1))
+        size = self.keywords_per_call
+        return RunPlan(
+            text_model=TEXT_MODEL,
+            image_model="fake-image",
+            image_credits_per_image=self.credits_per_image,
+            images_per_article=self.images_per_task,
+            max_in_article_images=self.images_per_task - 1,
+            credit_price_usd=Decimal("0.01"),
+            estimates={
+                "auto_cluster": self.credits_per_text,
+                "generate_ideas": self.credits_per_text,
+                "generate_content": self.credits_per_text,
+                "generate_image_prompts": self.credits_per_text,
+            },
+            keywords_per_cluster_call=size,
+            batch_sizes={
+                "auto_cluster": 3,
+                "generate_ideas": 3,
+                "generate_content": 3,
+                "generate_image_prompts": 3,
+            },
+            image_batch_size=4,
+            keyword_batches=[ids[i : i + size] for i in range(0, len(ids), size)],
+            clusters=[],
+            ideas=[],
+            tasks=[],
+            prompts=[],
+            images=[],
+            review=[],
+        )
+
+    @activity.defn(name="create_tasks")
+    async def create_tasks(self, inp: CreateTasksInput) -> CreateTasksOutput:
+        for idea in inp.idea_ids:
+            self.tasks_of_ideas.setdefault(idea, self._new_id())
+        return CreateTasksOutput(task_ids=[self.tasks_of_ideas[i] for i in inp.idea_ids])
+
+    @activity.defn(name="finalize_content")
+    async def finalize_content(self, inp: FinalizeInput) -> FinalizeOutput:
+        fresh = [c for c in inp.content_ids if c not in self.finalized]
+        self.finalized.extend(fresh)
+        return FinalizeOutput(review=len(fresh), approved=0, scheduled=[])
+
+    @activity.defn(name="record_run")
+    async def record_run(self, inp: RecordRunInput) -> None:
+        self.run_rows[inp.run_id] = inp
 
     @activity.defn(name="withdraw_text")
     async def withdraw_text(self, inp: WithdrawTextInput) -> None:
@@ -322,6 +438,10 @@ class World:
             self.plan_text_batch,
             self.generate_text,
             self.withdraw_text,
+            self.plan_automation_run,
+            self.create_tasks,
+            self.finalize_content,
+            self.record_run,
         ]
 
 

@@ -287,6 +287,7 @@ def test_site_settings_round_trip(client: TestClient, owner: tuple[int, str], mo
     site = new_site(client, key, url="https://blog.example", sectors=["Coffee", " coffee ", "Tea"])
     assert [s["name"] for s in site["sectors"]] == ["Coffee", "Tea"]
     assert site["timezone"] == "UTC" and site["publish_time"] == "09:00"
+    assert site["schedule_interval"] == "daily" and site["max_posts_per_day"] == 1
 
     changes = {
         "auto_approve_content": True,
@@ -294,6 +295,7 @@ def test_site_settings_round_trip(client: TestClient, owner: tuple[int, str], mo
         "schedule_interval": "weekly",
         "publish_time": "7:30",
         "timezone": "Europe/Berlin",
+        "max_posts_per_day": 3,
         "max_in_article_images": 4,
         "text_model": "gpt-4o-mini",
         "image_model": "gpt-image-1",
@@ -309,6 +311,11 @@ def test_site_settings_round_trip(client: TestClient, owner: tuple[int, str], mo
         f"{API}/sites/{site['id']}", json={"image_model": None, "text_model": ""}, headers=auth(key)
     )
     assert cleared.json()["image_model"] is None and cleared.json()["text_model"] is None
+    every_other_day = client.patch(
+        f"{API}/sites/{site['id']}", json={"schedule_interval": "every_2_days"}, headers=auth(key)
+    )
+    assert every_other_day.json()["schedule_interval"] == "every_2_days"
+    assert every_other_day.json()["max_posts_per_day"] == 3
     page = client.get(f"{API}/sites", headers=auth(key)).json()
     assert page["count"] == 1 and page["data"][0]["sectors"][0]["name"] == "Coffee"
 
@@ -322,6 +329,10 @@ def test_site_validation_names_the_problem(
     cases = [
         ({"timezone": "Mars/Olympus"}, "timezone", "Mars/Olympus"),
         ({"publish_time": "25:00"}, "publish_time", "25:00"),
+        ({"schedule_interval": "hourly"}, "schedule_interval", "'every_2_days'"),
+        ({"schedule_interval": None}, "schedule_interval", "may not be null"),
+        ({"max_posts_per_day": 0}, "max_posts_per_day", "greater than or equal to 1"),
+        ({"max_posts_per_day": 25}, "max_posts_per_day", "less than or equal to 24"),
         ({"text_model": "gpt-nonexistent"}, "text_model", "gpt-nonexistent"),
         ({"image_model": "gpt-4o-mini"}, "image_model", "not a image model"),
         ({"name": None}, "name", "may not be null"),
@@ -579,6 +590,8 @@ MALFORMED: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/notifications/0/read", {}),
     ("POST", "/sites", {"json": {"name": "s", "max_in_article_images": 99}}),
     ("POST", "/sites", {"json": {"name": "s", "schedule_interval": "yearly"}}),
+    ("POST", "/sites", {"json": {"name": "s", "schedule_interval": "hourly"}}),
+    ("POST", "/sites", {"json": {"name": "s", "max_posts_per_day": 10**20}}),
     ("POST", "/sites", {"json": {"name": "s", "sectors": "not-a-list"}}),
     ("POST", "/sites", {"json": {"name": "s", "sectors": [""]}}),
     ("POST", "/sites", {"json": {"name": "s", "publish_time": "ab:cd"}}),
@@ -589,6 +602,7 @@ MALFORMED: list[tuple[str, str, dict[str, Any]]] = [
     ("PATCH", "/sites/{site}", {"json": []}),
     ("PATCH", "/sites/{site}", {"json": {"auto_schedule": None}}),
     ("PATCH", "/sites/{site}", {"json": {"max_in_article_images": "many"}}),
+    ("PATCH", "/sites/{site}", {"json": {"max_posts_per_day": None}}),
     ("POST", "/sites/{site}/keywords", {"json": {"keywords": []}}),
     ("POST", "/sites/{site}/keywords", {"json": {}}),
     ("POST", "/sites/{site}/keywords", {"json": {"keywords": [5]}}),

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from domain.ai_schemas import CONTENT_STRUCTURES
 from providers.base import ProviderError, TextResult
 from providers.jsonschema_lite import validate
 from providers.openai_provider import OpenAIProvider
@@ -77,8 +78,9 @@ async def test_generate_ideas(provider: OpenAIProvider):
     assert len({i["title"] for i in ideas}) == len(ideas)
     for idea in ideas:
         assert "Cold Brew" in idea["title"]
-        assert (idea["content_type"], idea["content_structure"]) == ("post", "article")
+        assert idea["content_type"] == "post" and idea["content_structure"] in CONTENT_STRUCTURES
         assert idea["target_keywords"] and set(idea["target_keywords"]) <= set(keywords)
+        assert idea["description"].splitlines()[1] == "Sections:"  # then the H2 outline
 
 
 async def test_generate_content_is_a_real_article(provider: OpenAIProvider):
@@ -88,10 +90,14 @@ async def test_generate_content_is_a_real_article(provider: OpenAIProvider):
     assert validate(data, SCHEMAS["generate_content"]) == []
     assert data["title"] == "The Complete Guide to Cold Brew"
     assert data["html"].count("<h2>") >= 3 and "<ul>" in data["html"] and "<p>" in data["html"]
-    assert 600 <= _words(data["html"]) <= 1200
+    assert 900 <= _words(data["html"]) <= 1400
     assert data["word_count"] == _words(data["html"])
     assert 0 < len(data["meta_description"]) <= 160
     assert "cold brew" in data["html"]
+    assert data["focus_keyword"] == "cold brew" and "cold brew" in data["html"].split("</p>")[0]
+    assert 0 < len(data["meta_title"]) <= 60 and re.fullmatch(
+        r"[a-z0-9]+(-[a-z0-9]+)*", data["slug"]
+    )
 
 
 @pytest.mark.parametrize("count", [0, 1, 4])

@@ -53,7 +53,7 @@ async def world_until(world: World, predicate: Callable[[World], bool]) -> None:
     raise AssertionError("the world never reached the condition")
 
 
-async def _finish(handle: WorkflowHandle[Any, Any]) -> Ran:
+async def finish(handle: WorkflowHandle[Any, Any]) -> Ran:
     try:
         result: Any = await handle.result()
     except WorkflowFailureError as err:
@@ -90,7 +90,7 @@ Start = Callable[..., Awaitable[WorkflowHandle[Any, Any]]]
 # ---- the paths -------------------------------------------------------------------------
 def happy(start: Start) -> Path:
     async def run(client: Client, queue: str, world: World) -> Ran:
-        return await _finish(await start(client, queue))
+        return await finish(await start(client, queue))
 
     return run
 
@@ -108,7 +108,7 @@ def pause_and_resume(start: Start) -> Path:
         await asyncio.sleep(0.1)
         assert world.started == started, "a paused run started new work"
         await handle.signal("resume", ControlInput())
-        return await _finish(handle)
+        return await finish(handle)
 
     return run
 
@@ -121,7 +121,7 @@ def cancel_by_signal(start: Start) -> Path:
         await handle.signal("cancel", ControlInput(reason="user"))
         await wait_until(handle, lambda p: p.status == "cancelling")
         world.gate.set()
-        return await _finish(handle)
+        return await finish(handle)
 
     return run
 
@@ -134,7 +134,7 @@ def cancel_from_temporal(start: Start) -> Path:
         await handle.cancel()  # as the Temporal UI or `temporal workflow cancel` does
         await wait_until(handle, lambda p: p.status == "cancelling")
         world.gate.set()
-        return await _finish(handle)
+        return await finish(handle)
 
     return run
 
@@ -154,14 +154,14 @@ def out_of_credits(start: Start) -> Path:
         await wait_until(handle, lambda p: p.status == "paused" and _in_flight(p) == 0)
         world.balance += 1000
         await handle.signal("resume", ControlInput())
-        return await _finish(handle)
+        return await finish(handle)
 
     return run
 
 
 def continue_as_new(start: Start) -> Path:
     async def run(client: Client, queue: str, world: World) -> Ran:
-        return await _finish(await start(client, queue, history_limit=40))
+        return await finish(await start(client, queue, history_limit=40))
 
     return run
 
@@ -169,7 +169,7 @@ def continue_as_new(start: Start) -> Path:
 def plan_failure(start: Start) -> Path:
     async def run(client: Client, queue: str, world: World) -> Ran:
         world.fail_plan = "AI model 'gone' is not configured"
-        return await _finish(await start(client, queue))
+        return await finish(await start(client, queue))
 
     return run
 
@@ -177,7 +177,7 @@ def plan_failure(start: Start) -> Path:
 def refused_at_start(start: Start) -> Path:
     async def run(client: Client, queue: str, world: World) -> Ran:
         world.balance = 1
-        return await _finish(await start(client, queue))
+        return await finish(await start(client, queue))
 
     return run
 
@@ -185,7 +185,7 @@ def refused_at_start(start: Start) -> Path:
 def some_items_fail(start: Start) -> Path:
     async def run(client: Client, queue: str, world: World) -> Ran:
         world.failing_items = {101, 201, 3, 4}  # image ids of tasks 1, 2; text items 3, 4
-        return await _finish(await start(client, queue))
+        return await finish(await start(client, queue))
 
     return run
 

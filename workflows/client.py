@@ -10,6 +10,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from core.temporal import ACCOUNT_ID, RUN_KIND, SITE_ID
+from workflows.automation_run import AutomationRunInput, AutomationRunWorkflow, RunProgress
 from workflows.image_batch import BatchProgress, ImageBatchInput, ImageBatchWorkflow
 from workflows.text_batch import TextBatchInput, TextBatchProgress, TextBatchWorkflow
 
@@ -103,4 +104,56 @@ async def start_text_batch(
         search_attributes=TypedSearchAttributes(attrs),
         static_summary=f"{function_name}: {len(item_ids)} items, account {account_id}",
         execution_timeout=timedelta(days=7),
+    )
+
+
+def new_run_id(account_id: int, site_id: int) -> str:
+    """`automation-<account>-<site>-<hex>`: findable by account and site in the UI."""
+    return f"automation-{account_id}-{site_id}-{uuid.uuid4().hex[:12]}"
+
+
+def run_owner(run_id: str) -> tuple[int, int] | None:
+    """(account, site) of a run id, or None if it is not a run id."""
+    parts = run_id.split("-")
+    if (
+        len(parts) < 4
+        or parts[0] != "automation"
+        or not (parts[1].isdigit() and parts[2].isdigit())
+    ):
+        return None
+    return int(parts[1]), int(parts[2])
+
+
+async def start_automation_run(
+    client: Client,
+    task_queue: str,
+    *,
+    account_id: int,
+    site_id: int,
+    run_id: str,
+    budget_credits: int | None = None,
+    history_limit: int | None = None,
+) -> WorkflowHandle[AutomationRunWorkflow, RunProgress]:
+    inp = AutomationRunInput(
+        run_id=run_id,
+        account_id=account_id,
+        site_id=site_id,
+        budget_credits=budget_credits,
+        **({"history_limit": history_limit} if history_limit else {}),
+    )
+    budget = f", budget {budget_credits} credits" if budget_credits is not None else ""
+    return await client.start_workflow(
+        AutomationRunWorkflow.run,
+        inp,
+        id=run_id,
+        task_queue=task_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(ACCOUNT_ID, account_id),
+                SearchAttributePair(SITE_ID, site_id),
+                SearchAttributePair(RUN_KIND, "automation_run"),
+            ]
+        ),
+        static_summary=f"Automation run: site {site_id}, account {account_id}{budget}",
+        execution_timeout=timedelta(days=30),
     )

@@ -73,6 +73,7 @@ class ImageBatchInput(Frozen):
     model: str | None = None
     max_in_article_images: int | None = None
     history_limit: int = HISTORY_LIMIT  # claims stop here; the drain stays under 10,240
+    parent_id: str | None = None  # the automation run that started it, told by signal
     state: ImageBatchState | None = None
 
 
@@ -114,6 +115,7 @@ class ImageBatchWorkflow:
             concurrency=lambda: self.s.plan.max_concurrency if self.s.plan else 1,
             history_limit=inp.history_limit,
             on_change=lambda: workflow.set_current_details(self.batch.details()),
+            parent_id=inp.parent_id,
         )
 
     # ---- controls ----------------------------------------------------------------
@@ -254,6 +256,9 @@ class ImageBatchWorkflow:
             item_id=item.image_id, credits=plan.credits_per_image, cost_usd=out.cost_usd
         )
         return Produced(charge, call_s=None if out.reused else out.provider_s)
+
+    def delivered(self, item_id: int, result: dict[str, object] | None) -> None:
+        """A batch's items go nowhere next."""
 
     async def withdraw(self, item_id: int, error: str) -> None:
         await self._mark_failed(item_id, error, withdraw=True)

@@ -215,6 +215,9 @@ class TextBatchWorkflow:
         )
         return Produced(charge, call_s=None if out.reused else out.provider_s)
 
+    def delivered(self, item_id: int, result: dict[str, object] | None) -> None:
+        """A batch's items go nowhere next."""
+
     async def withdraw(self, item_id: int, error: str) -> None:
         await workflow.execute_activity_method(
             TextActivities.withdraw_text,

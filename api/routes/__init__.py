@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import admin, credits, health, images, keywords, logs, pipeline, sites
+from api.routes import (
+    admin,
+    automation_config,
+    credits,
+    health,
+    images,
+    keywords,
+    logs,
+    pipeline,
+    sites,
+)
 
 api_router = APIRouter()
-for module in (health, admin, credits, logs, sites, keywords, pipeline, images):
+for module in (health, admin, credits, logs, sites, automation_config, keywords, pipeline, images):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]

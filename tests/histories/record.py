@@ -24,7 +24,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.temporal import DATA_CONVERTER, test_server_binary
+from core.temporal import DATA_CONVERTER, SEARCH_ATTRIBUTES, temporal_binary, test_server_binary
+from tests.automation_paths import RUN_PATHS
 from tests.fakes import World
 from tests.workflow_paths import PATHS, WORKFLOW_STARTS
 from worker import WORKFLOWS
@@ -49,6 +50,24 @@ async def record_paths(client: Client, out: Path, only: str | None) -> list[Path
                 handle = client.get_workflow_handle(ran.handle.id, run_id=run_id)
                 suffix = f"-run{n}" if len(ran.run_ids) > 1 else ""
                 written.append(await _save(handle, out / kind / f"{name}{suffix}.json"))
+    return written
+
+
+async def record_runs(client: Client, out: Path) -> list[Path]:
+    """The automation run's paths, on the dev server (real time: its paths hold calls back
+    on purpose, longer than the time-skipping server would let a heartbeat go missing)."""
+    written = []
+    for name, path in RUN_PATHS.items():
+        world, queue = World(), f"record-{uuid.uuid4().hex}"
+        async with Worker(
+            client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
+        ):
+            ran = await path(client, queue, world)
+        for n, run_id in enumerate(ran.run_ids, start=1):
+            handle = client.get_workflow_handle(ran.handle.id, run_id=run_id)
+            suffix = f"-run{n}" if len(ran.run_ids) > 1 else ""
+            target = out / "AutomationRunWorkflow" / f"{name}{suffix}.json"
+            written.append(await _save(handle, target))
     return written
 
 
@@ -91,6 +110,16 @@ async def main(release: str, only: str | None) -> None:
             written.append(await record_sweeper(env, out))
     finally:
         await env.shutdown()
+    if only in (None, "AutomationRunWorkflow"):
+        dev = await WorkflowEnvironment.start_local(
+            data_converter=DATA_CONVERTER,
+            dev_server_existing_path=temporal_binary(),
+            search_attributes=SEARCH_ATTRIBUTES,
+        )
+        try:
+            written += await record_runs(dev.client, out)
+        finally:
+            await dev.shutdown()
     for path in written:
         print(path.relative_to(HERE.parent.parent))
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 from workflows.engine.control import ControlState, RunControl, Status
 from workflows.engine.items import ItemLoop, ItemWork, LoopState, StopPublisher
@@ -57,6 +58,25 @@ class BatchCounts(Frozen):
     errors: list[str]
 
 
+CHILD_FINISHED = "child_batch_finished"
+CHILD_PAUSED = "child_batch_paused"
+
+
+class ChildReport(Frozen):
+    """What a batch started by a run (its parent) tells it, by signal: the parent may have
+    continued as new meanwhile, and a signal reaches its current run."""
+
+    batch_id: str
+    status: str
+    done: int = 0
+    failed: int = 0
+    credits_used: int = 0
+    cost_usd: Decimal = Decimal("0")
+    balance: int | None = None
+    errors: list[str] = []
+    pause_reason: str | None = None
+
+
 class MeteredBatch(Generic[I]):
     def __init__(
         self,
@@ -70,8 +90,10 @@ class MeteredBatch(Generic[I]):
         concurrency: Callable[[], int],
         history_limit: int,
         on_change: Callable[[], None] = lambda: None,
+        parent_id: str | None = None,
     ) -> None:
         self.fn = fn
+        self.parent_id = parent_id
         self.batch_id = batch_id
         self.state = state
         self.control = RunControl(state.control)
@@ -125,6 +147,7 @@ class MeteredBatch(Generic[I]):
         await self.meter.notify("failed", self.fn.failed_title, reason, dict(details))
         await record("failed")
         self.control.finished()
+        await self._tell_parent(CHILD_FINISHED)
 
     async def _finish(self, record: Callable[[str], Awaitable[None]]) -> None:
         await self.loop.settle()
@@ -142,6 +165,27 @@ class MeteredBatch(Generic[I]):
         if self.state.control.stop_row:
             await self._stop_activity(RunActivities.forget_run, False, "Forget the run's stop")
         self.control.finished()
+        await self._tell_parent(CHILD_FINISHED)
+
+    async def _tell_parent(self, signal: str) -> None:
+        if self.parent_id is None:
+            return
+        c = self.counts()
+        report = ChildReport(
+            batch_id=self.batch_id,
+            status=self.control.decided,
+            done=c.done,
+            failed=c.failed,
+            credits_used=c.credits_used,
+            cost_usd=c.cost_usd,
+            balance=c.balance,
+            errors=c.errors,
+            pause_reason=self.control.state.pause_reason,
+        )
+        try:
+            await workflow.get_external_workflow_handle(self.parent_id).signal(signal, report)
+        except ApplicationError:
+            workflow.logger.warning("parent %s is gone; not told of %s", self.parent_id, signal)
 
     def _outcome(self) -> Status:
         s = self.state.loop
@@ -186,6 +230,7 @@ class MeteredBatch(Generic[I]):
             f"{label} paused: {message}. Top up and resume to go on.",
             {"batch_id": self.batch_id},
         )
+        await self._tell_parent(CHILD_PAUSED)
 
     def counts(self) -> BatchCounts:
         s, m = self.state.loop, self.meter.state

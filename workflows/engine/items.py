@@ -48,6 +48,7 @@ CALL_AVERAGE_WEIGHT = 0.2
 class Produced:
     charge: Charge
     call_s: float | None = None  # the provider's seconds for a fresh call (None: reused)
+    result: dict[str, Any] | None = None  # what it made (new ids), for the next stage
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class LoopState(BaseModel):
     errors: list[str] = Field(default_factory=list)
     uncharged: list[Charge] = Field(default_factory=list)
     call_s: float | None = None  # moving average of provider call seconds
+    # What an uncharged item made, kept until it is charged (then it moves on) or withdrawn.
+    held_results: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class ItemWork(Protocol[I_contra]):
@@ -82,6 +85,10 @@ class ItemWork(Protocol[I_contra]):
     async def process(self, item: I_contra) -> ItemOutcome: ...
 
     async def withdraw(self, item_id: int, error: str) -> None: ...
+
+    def delivered(self, item_id: int, result: dict[str, Any] | None) -> None:
+        """The item was made and charged: what it made may move on (a no-op for a batch)."""
+        ...
 
 
 class StopPublisher:
@@ -128,6 +135,7 @@ class ItemLoop(Generic[I]):
         history_limit: int,
         more_coming: Callable[[], bool] = lambda: False,
         may_claim: Callable[[], bool] = lambda: True,
+        before_claim: Callable[[], Coroutine[Any, Any, bool]] | None = None,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.pending = pending
@@ -141,6 +149,7 @@ class ItemLoop(Generic[I]):
         self.history_limit = history_limit
         self.more_coming = more_coming
         self.may_claim = may_claim
+        self.before_claim = before_claim
         self.on_change = on_change
         self.in_flight = 0
         self.working = 0
@@ -163,9 +172,13 @@ class ItemLoop(Generic[I]):
             if self.stop.needed:
                 await self.stop.sync()
                 continue
+            if self.before_claim is not None and not await self.before_claim():
+                continue  # it paused the run (credits, budget) or cancelled it
+            if not self.can_claim():  # things moved on while credits were reserved
+                continue
             if self.state.uncharged:
                 charge = self.state.uncharged.pop(0)
-                self._spawn(self._charge(charge), charge.item_id)
+                self._spawn(self._charge_held(charge), charge.item_id)
             else:
                 item = self.pending.pop(0)
                 self._spawn(self._process(item), self.work.item_id(item))
@@ -251,21 +264,37 @@ class ItemLoop(Generic[I]):
             self._fail(self.work.item_id(item), out.error)
         else:
             self._record_call(out.call_s)
-            await self._charge(out.charge)
+            if await self._charge(out.charge, result=out.result):
+                self.work.delivered(out.charge.item_id, out.result)
 
-    async def _charge(self, charge: Charge, final: bool = False) -> None:
+    async def _charge_held(self, charge: Charge) -> None:
+        """An item made while credits ran short, charged after the top-up."""
+        result = self.state.held_results.get(str(charge.item_id))
+        if await self._charge(charge, result=result):
+            self.state.held_results.pop(str(charge.item_id), None)
+            self.work.delivered(charge.item_id, result)
+
+    async def _charge(
+        self, charge: Charge, final: bool = False, result: dict[str, Any] | None = None
+    ) -> bool:
+        """True once the item is charged (or free). One that cannot be charged waits for
+        credits (the run pauses) or, at the end, is withdrawn: never delivered free."""
         outcome = await self.meter.charge(charge)
         if outcome.error_type is None:
             self.state.done += 1
-            return
+            return True
         if outcome.error_type == "InsufficientCredits" and not final:
             self.state.uncharged.append(charge)
+            if result:
+                self.state.held_results[str(charge.item_id)] = result
             if self.control.pause("insufficient_credits"):
                 await self.on_pause("insufficient_credits", outcome.message)
-            return
+            return False
         error = f"not charged, withdrawn: {outcome.message}"
+        self.state.held_results.pop(str(charge.item_id), None)
         await self.work.withdraw(charge.item_id, error)
         self._fail(charge.item_id, error)
+        return False
 
     def _record_call(self, call_s: float | None) -> None:
         if call_s is None:

@@ -1,0 +1,334 @@
+"""Automation runs: start one per site (409 while one is active), list them from their rows,
+watch one live (its progress, or Server-Sent Events), pause, resume and cancel it.
+
+Routes that talk to Temporal are `async`; their database work runs in the thread pool
+(see `api.deps`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine, delete, select
+from starlette.concurrency import run_in_threadpool
+from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import (
+    CurrentAccountId,
+    EngineDep,
+    LedgerDep,
+    SessionDep,
+    SettingsDep,
+    TemporalClientDep,
+    TemporalDep,
+)
+from api.errors import TemporalUnavailable, error_responses
+from api.pagination import Page, PageDep, paginate
+from api.run_events import FINAL, RunEvents
+from api.scoping import MAX_ID
+from domain.automation import active_run, claim_site
+from domain.ledger import Ledger
+from models.runs import AutomationRun
+from models.sites import Site
+from workflows.automation_run import (
+    AutomationRunWorkflow,
+    RunProgress,
+    StageProgress,
+)
+from workflows.client import new_run_id, run_owner, start_automation_run
+from workflows.engine.control import ControlInput
+from workflows.image_batch import ImageBatchWorkflow
+
+router = APIRouter(prefix="/automation", tags=["automation"], responses=error_responses(401))
+RUNS = AutomationRun.__table__
+SITES = Site.__table__
+
+RunIdPath = Annotated[str, Path(max_length=120, description="The run id from POST")]
+
+
+class RunCreate(BaseModel):
+    site_id: int = Field(ge=1, le=MAX_ID)
+    budget_credits: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="Pause the run once it has used this many"
+    )
+
+
+class RunStarted(BaseModel):
+    run_id: str
+    status: str
+
+
+class RunControlBody(BaseModel):
+    budget_credits: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="On resume: a new budget for the run"
+    )
+
+
+class RunControlAccepted(BaseModel):
+    run_id: str
+    requested: str
+
+
+class RunPublic(BaseModel):
+    """A run as its row tells it (kept in step by the workflow)."""
+
+    run_id: str
+    site_id: int
+    status: str
+    pause_reason: str | None
+    current_stage: str | None
+    budget_credits: int | None
+    credits_used: int
+    cost_usd: Any
+    summary: dict[str, Any]
+    started_at: Any
+    finished_at: Any | None
+
+    model_config = {"from_attributes": True}
+
+
+def _not_found(run_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"Automation run {run_id} not found")
+
+
+def _claim(engine: Engine, account_id: int, site_id: int, budget: int | None) -> str:
+    with engine.begin() as conn:
+        owner = conn.execute(select(SITES.c.account_id).where(SITES.c.id == site_id)).scalar()
+        if owner != account_id:
+            raise HTTPException(404, f"Site {site_id} not found")
+        run_id = new_run_id(account_id, site_id)
+        if not claim_site(conn, run_id, account_id, site_id, budget):
+            busy = active_run(conn, site_id)
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"Site {site_id} already has an active automation run ({busy}); "
+                "pause, resume or cancel that one",
+            )
+    return run_id
+
+
+def _forget(engine: Engine, run_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(RUNS).where(RUNS.c.run_id == run_id))
+
+
+@router.post(
+    "/runs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunStarted,
+    responses=error_responses(404, 409, 503),
+)
+async def start_run(
+    body: RunCreate,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    settings: SettingsDep,
+    client: TemporalClientDep,
+) -> RunStarted:
+    """Start a run for the site: every stage's unprocessed work, charged as it goes."""
+    run_id = await run_in_threadpool(_claim, engine, account_id, body.site_id, body.budget_credits)
+    try:
+        await start_automation_run(
+            client,
+            settings.task_queue,
+            account_id=account_id,
+            site_id=body.site_id,
+            run_id=run_id,
+            budget_credits=body.budget_credits,
+        )
+    except BaseException:
+        with anyio.CancelScope(shield=True):  # no claimed site without a workflow
+            await run_in_threadpool(_forget, engine, run_id)
+        raise
+    return RunStarted(run_id=run_id, status="running")
+
+
+@router.get("/runs", response_model=Page[RunPublic])
+def list_runs(
+    account_id: CurrentAccountId,
+    session: SessionDep,
+    page: PageDep,
+    site_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=20)] = None,
+) -> Page[Any]:
+    """The account's runs, newest first, from their rows."""
+    stmt = select(AutomationRun).where(AutomationRun.account_id == account_id)
+    if site_id is not None:
+        stmt = stmt.where(AutomationRun.site_id == site_id)
+    if status_ is not None:
+        stmt = stmt.where(AutomationRun.status == status_)
+    stmt = stmt.order_by(AutomationRun.started_at.desc(), AutomationRun.id.desc())
+    return paginate(session, stmt, page, RunPublic)
+
+
+def _row(engine: Engine, run_id: str, account_id: int) -> Any:
+    with engine.connect() as conn:
+        row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).first()
+    if row is None or row.account_id != account_id:
+        raise _not_found(run_id)
+    return row
+
+
+def _row_progress(row: Any, balance: int) -> RunProgress:
+    stages = [StageProgress(**s) for s in (row.summary or {}).get("stages", [])]
+    return RunProgress(
+        run_id=row.run_id,
+        site_id=row.site_id,
+        status=row.status,
+        pause_reason=row.pause_reason,
+        current_stage=row.current_stage,
+        stages=stages,
+        credits_used=row.credits_used,
+        cost_usd=row.cost_usd,
+        balance=balance,
+        budget_credits=row.budget_credits,
+    )
+
+
+async def run_snapshot(
+    client: Client | None, engine: Engine, ledger: Ledger, run_id: str, account_id: int
+) -> RunProgress:
+    """A finished run from its row; a running one from its workflow (the row if the
+    workflow cannot answer). The balance is the ledger's, live."""
+    row = await run_in_threadpool(_row, engine, run_id, account_id)
+    balance = (await run_in_threadpool(ledger.balance, account_id)).credits
+    if row.finished_at is not None or row.status in FINAL or row.status == "skipped":
+        return _row_progress(row, balance)
+    if client is None:
+        raise TemporalUnavailable()
+    handle = client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id)
+    try:
+        progress = await handle.query(AutomationRunWorkflow.progress)
+    except (RPCError, WorkflowQueryFailedError):
+        row = await run_in_threadpool(_row, engine, run_id, account_id)
+        return _row_progress(row, balance)
+    return progress.model_copy(update={"balance": balance})
+
+
+@router.get("/runs/{run_id}", response_model=RunProgress, responses=error_responses(404, 503))
+async def get_run(
+    run_id: RunIdPath,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    ledger: LedgerDep,
+    client: TemporalDep,
+) -> RunProgress:
+    """The run's progress: status, pause reason, each stage's counts, credits and balance."""
+    return await run_snapshot(client, engine, ledger, run_id, account_id)
+
+
+async def _live_images(client: Client, batch_ids: list[str]) -> dict[str, int]:
+    """The run's child batches' live counts (the run learns them only when each ends)."""
+    totals = {"images_done": 0, "images_in_flight": 0, "images_failed": 0}
+    for batch_id in batch_ids:
+        try:
+            p = await client.get_workflow_handle_for(ImageBatchWorkflow.run, batch_id).query(
+                ImageBatchWorkflow.progress
+            )
+        except (RPCError, WorkflowQueryFailedError):
+            continue
+        totals["images_done"] += p.images_done
+        totals["images_in_flight"] += p.images_in_flight
+        totals["images_failed"] += p.images_failed
+    return totals
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "progress snapshots"},
+        **error_responses(404, 503),
+    },
+    response_class=StreamingResponse,
+)
+async def run_events(
+    run_id: RunIdPath,
+    request: Request,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    ledger: LedgerDep,
+    client: TemporalDep,
+) -> StreamingResponse:
+    """Server-Sent Events: a `progress` event with the run's snapshot (stages, credits,
+    the live balance, the running image batches' counts) whenever it changes, until the
+    run ends. Every watcher of a run shares one query per tick."""
+    await run_in_threadpool(_row, engine, run_id, account_id)  # 404 before streaming
+
+    async def fetch() -> dict[str, Any]:
+        snap = await run_snapshot(client, engine, ledger, run_id, account_id)
+        data = snap.model_dump(mode="json")
+        if client is not None and snap.active_batches:
+            data["live_images"] = await _live_images(client, snap.active_batches)
+        return data
+
+    events: RunEvents = request.app.state.run_events
+    return StreamingResponse(
+        events.stream(run_id, fetch),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _control(
+    client: Client, run_id: str, account_id: int, name: str, body: ControlInput
+) -> RunControlAccepted:
+    owner = run_owner(run_id)
+    if owner is None or owner[0] != account_id:
+        raise _not_found(run_id)
+    handle = client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id)
+    signal = {
+        "pause": AutomationRunWorkflow.pause,
+        "resume": AutomationRunWorkflow.resume,
+        "cancel": AutomationRunWorkflow.cancel,
+    }[name]
+    try:
+        await handle.signal(signal, body)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            try:
+                desc = await handle.describe()
+            except RPCError as missing:
+                raise _not_found(run_id) from missing
+            state = desc.status.name.lower() if desc.status else "closed"
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"Automation run {run_id} has already finished ({state})"
+            ) from err
+        raise
+    return RunControlAccepted(run_id=run_id, requested=name)
+
+
+CONTROL_RESPONSES = error_responses(404, 409, 503)
+
+
+@router.post("/runs/{run_id}/pause", status_code=202, responses=CONTROL_RESPONSES)
+async def pause_run(
+    run_id: RunIdPath, account_id: CurrentAccountId, client: TemporalClientDep
+) -> RunControlAccepted:
+    """Claim nothing new (in every stage and image batch); work in flight lands and is
+    charged. The pause lasts across worker restarts."""
+    return await _control(client, run_id, account_id, "pause", ControlInput(reason="user"))
+
+
+@router.post("/runs/{run_id}/resume", status_code=202, responses=CONTROL_RESPONSES)
+async def resume_run(
+    run_id: RunIdPath,
+    account_id: CurrentAccountId,
+    client: TemporalClientDep,
+    body: RunControlBody | None = None,
+) -> RunControlAccepted:
+    """Go on where the run stopped (after a top-up, or with a raised budget)."""
+    control = ControlInput(budget_credits=body.budget_credits if body else None)
+    return await _control(client, run_id, account_id, "resume", control)
+
+
+@router.post("/runs/{run_id}/cancel", status_code=202, responses=CONTROL_RESPONSES)
+async def cancel_run(
+    run_id: RunIdPath, account_id: CurrentAccountId, client: TemporalClientDep
+) -> RunControlAccepted:
+    """Stop claiming, let in-flight work land, stop the image batches, release holds."""
+    return await _control(client, run_id, account_id, "cancel", ControlInput(reason="user"))

@@ -1,0 +1,98 @@
+"""Live run snapshots for Server-Sent Events, shared by every watcher of a run.
+
+One watcher task per run in this API process asks the workflow for its progress (and the
+live progress of the image batches it has running, and the ledger for the balance) every
+`TICK_S`, and sends a snapshot to every subscriber only when something changed: a
+hundred watchers of one run cost the same one query per tick as one watcher, never a
+Temporal query per watcher per tick. The task ends when its last subscriber leaves or the
+run finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+log = logging.getLogger("igny8.api.events")
+
+TICK_S = 0.2
+KEEPALIVE_S = 15.0
+FINAL = frozenset({"completed", "cancelled", "failed"})
+
+Fetch = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class _Watch:
+    def __init__(self, fetch: Fetch) -> None:
+        self.fetch = fetch
+        self.queues: set[asyncio.Queue[str | None]] = set()
+        self.last: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class RunEvents:
+    """The app's registry of run watches (on app.state, created by the lifespan)."""
+
+    def __init__(self, tick_s: float = TICK_S) -> None:
+        self.tick_s = tick_s
+        self._watches: dict[str, _Watch] = {}
+
+    async def stream(self, run_id: str, fetch: Fetch) -> AsyncIterator[str]:
+        """SSE lines for one subscriber: the current snapshot at once, then each change,
+        a comment every KEEPALIVE_S so proxies keep the stream open, and the end."""
+        watch = self._watches.get(run_id)
+        if watch is None or watch.task is None or watch.task.done():
+            watch = self._watches[run_id] = _Watch(fetch)
+            watch.task = asyncio.create_task(self._poll(run_id, watch))
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        watch.queues.add(queue)
+        if watch.last is not None:
+            queue.put_nowait(watch.last)
+        try:
+            while True:
+                try:
+                    snapshot = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if snapshot is None:
+                    return
+                yield f"event: progress\ndata: {snapshot}\n\n"
+        finally:
+            watch.queues.discard(queue)
+            if not watch.queues and watch.task is not None:
+                watch.task.cancel()
+
+    async def _poll(self, run_id: str, watch: _Watch) -> None:
+        try:
+            while watch.queues or watch.last is None:
+                try:
+                    snapshot = await watch.fetch()
+                except Exception as exc:  # Temporal or the database blinked: try again
+                    log.warning("run %s: no snapshot this tick (%s)", run_id, exc)
+                    await asyncio.sleep(self.tick_s)
+                    continue
+                text = json.dumps(snapshot, default=str, sort_keys=True)
+                if text != watch.last:
+                    watch.last = text
+                    for queue in watch.queues:
+                        queue.put_nowait(text)
+                if snapshot.get("status") in FINAL:
+                    break
+                await asyncio.sleep(self.tick_s)
+        finally:
+            for queue in watch.queues:
+                queue.put_nowait(None)
+            if self._watches.get(run_id) is watch:
+                del self._watches[run_id]
+
+    async def close(self) -> None:
+        for watch in list(self._watches.values()):
+            if watch.task is not None:
+                watch.task.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await watch.task
