@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 from api.deps import set_thread_limit
 from api.errors import document_undecodable_bodies, install_error_handlers
 from api.routes import api_router
+from api.run_events import RunEvents
 from api.schemas import OPENAPI_EXTRA_MODELS
 from api.temporal import TemporalConnector
 from core.settings import Settings, get_settings
@@ -48,7 +49,15 @@ TAGS: list[dict[str, str]] = [
     {"name": "sites", "description": "Sites, sectors and their automation/publishing settings."},
     {"name": "keywords", "description": "Keyword import (JSON or CSV) and lists."},
     {"name": "pipeline", "description": "Clusters, ideas, tasks, content and images of a site."},
-    {"name": "images", "description": "Image batches: start, watch live, pause, resume, cancel."},
+    {
+        "name": "images",
+        "description": "Image batches: start, watch live, pause, resume, cancel; an image's file.",
+    },
+    {
+        "name": "automation",
+        "description": "Automation runs: keywords to reviewed, illustrated, scheduled articles; "
+        "start, list, watch (also as Server-Sent Events), pause, resume, cancel.",
+    },
 ]
 
 
@@ -70,11 +79,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
     app.state.media_store = media_store_from_settings(settings)
+    app.state.run_events = RunEvents()
     app.state.temporal_connector = connector
     app.state.temporal = await connector.connect()
     try:
         yield
     finally:
+        await app.state.run_events.close()
         app.state.temporal = None
         engine.dispose()
 

@@ -64,6 +64,10 @@ def pricing_of(cfg: AIModelConfig) -> ModelPricing:
     return ModelPricing.from_config(cfg)
 
 
+def top_up(engine: Engine, account_id: int, amount: int) -> None:
+    Ledger(engine).top_up(account_id, amount, f"test-top-up-{secrets.token_hex(4)}")
+
+
 def balance(engine: Engine, account_id: int) -> int:
     return Ledger(engine).balance(account_id).credits
 

@@ -28,7 +28,7 @@ from providers.openai_provider import OpenAIProvider
 from providers.registry import ProviderRegistry
 from simulator.config import SimConfig
 from simulator.server import SimulatorThread
-from worker import build_worker
+from worker import build_gate, build_worker
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -134,9 +134,11 @@ async def running_worker(
 ) -> AsyncIterator[None]:
     providers = ProviderRegistry.from_settings(settings)
     with ThreadPoolExecutor(max_workers=settings.activity_concurrency) as executor:
-        worker = build_worker(client, settings, engine, providers, executor)
+        gate = build_gate(engine, executor)
+        worker = build_worker(client, settings, engine, providers, executor, gate=gate)
         async with worker:
             yield
+        await gate.close()
     await providers.aclose()
 
 

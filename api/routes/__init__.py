@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.routes import (
     admin,
+    automation,
     automation_config,
     credits,
     health,
@@ -17,7 +18,18 @@ from api.routes import (
 )
 
 api_router = APIRouter()
-for module in (health, admin, credits, logs, sites, automation_config, keywords, pipeline, images):
+for module in (
+    health,
+    admin,
+    credits,
+    logs,
+    sites,
+    automation_config,
+    automation,
+    keywords,
+    pipeline,
+    images,
+):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]

@@ -266,7 +266,9 @@ async def run_events(
             data["live_images"] = await _live_images(client, snap.active_batches)
         return data
 
-    events: RunEvents = request.app.state.run_events
+    events: RunEvents | None = getattr(request.app.state, "run_events", None)
+    if events is None:  # an app whose lifespan did not run (tests on the ASGI transport)
+        events = request.app.state.run_events = RunEvents()
     return StreamingResponse(
         events.stream(run_id, fetch),
         media_type="text/event-stream",
