@@ -93,6 +93,7 @@ def build_activities(
         text.generate_text,
         text.withdraw_text,
         automation.plan_automation_run,
+        automation.claim_run,
         automation.create_tasks,
         automation.finalize_content,
         automation.record_run,

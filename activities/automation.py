@@ -20,7 +20,7 @@ from domain.ai_functions import (
     GENERATE_IDEAS,
     GENERATE_IMAGE_PROMPTS,
 )
-from domain.automation import backlog, chunks, run_settings
+from domain.automation import active_run, backlog, chunks, claim_site, run_settings
 from domain.images import in_article_count, resolve_image_model
 from domain.pricing import ModelUnavailable, estimate_text_credits, load_billing_defaults
 from models.db import utcnow
@@ -90,6 +90,18 @@ class FinalizeOutput(Frozen):
     review: int
     approved: int
     scheduled: list[datetime]
+
+
+class ClaimRunInput(Frozen):
+    run_id: str
+    account_id: int
+    site_id: int
+    budget_credits: int | None = None
+
+
+class ClaimRunOutput(Frozen):
+    claimed: bool
+    reason: str = ""
 
 
 class RecordRunInput(Frozen):
@@ -233,6 +245,35 @@ class AutomationActivities:
                     )
         approved = len(drafts) if status == "approved" else 0
         return FinalizeOutput(review=len(drafts) - approved, approved=approved, scheduled=scheduled)
+
+    @activity.defn(name="claim_run")
+    def claim_run(self, inp: ClaimRunInput) -> ClaimRunOutput:
+        """A scheduled run's row, claiming the site; if another run of the site is active,
+        a row saying this start was skipped (idempotent: a retry finds either row)."""
+        with self.engine.begin() as conn:
+            mine = conn.execute(
+                select(RUNS.c.status).where(RUNS.c.run_id == inp.run_id)
+            ).scalar_one_or_none()
+            if mine is not None:
+                return ClaimRunOutput(claimed=mine != "skipped", reason=f"already {mine}")
+            if claim_site(conn, inp.run_id, inp.account_id, inp.site_id, inp.budget_credits):
+                return ClaimRunOutput(claimed=True)
+            busy = active_run(conn, inp.site_id)
+            conn.execute(
+                insert(RUNS).values(
+                    run_id=inp.run_id,
+                    account_id=inp.account_id,
+                    site_id=inp.site_id,
+                    status="skipped",
+                    budget_credits=inp.budget_credits,
+                    credits_used=0,
+                    cost_usd=Decimal("0"),
+                    summary={"skipped_because": busy},
+                    started_at=utcnow(),
+                    finished_at=utcnow(),
+                )
+            )
+        return ClaimRunOutput(claimed=False, reason=f"run {busy} of this site is active")
 
     @activity.defn(name="record_run")
     def record_run(self, inp: RecordRunInput) -> None:

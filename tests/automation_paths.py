@@ -55,6 +55,7 @@ async def pause_in_content(client: Client, queue: str, world: World) -> Ran:
 async def cancel_in_images(client: Client, queue: str, world: World) -> Ran:
     """Cancel while the child image batches work: they stop, holds are released."""
     world.keywords = 40
+    world.max_concurrency = 1  # a child has images left to claim when the cancel comes
     world.image_gate = asyncio.Event()  # image generations wait
     handle = await start_run(client, queue)
     await wait_until(handle, lambda p: bool(p.active_batches))
@@ -67,6 +68,7 @@ async def cancel_in_images(client: Client, queue: str, world: World) -> Ran:
 
 async def cancel_from_temporal(client: Client, queue: str, world: World) -> Ran:
     world.keywords = 40
+    world.max_concurrency = 1
     world.image_gate = asyncio.Event()
     handle = await start_run(client, queue)
     await wait_until(handle, lambda p: bool(p.active_batches))

@@ -90,7 +90,7 @@ def test_put_then_get_round_trip_and_partial_updates(
         "text_model": "gpt-4o-mini",
         "image_model": "gpt-image-1",
         "max_in_article_images": 0,
-        "schedule_enabled": True,
+        "schedule_enabled": False,  # enabling needs Temporal: tests/test_automation_schedule.py
         "schedule_frequency": "weekly",
         "schedule_time": "6:05",
         "schedule_weekday": 0,
@@ -284,3 +284,14 @@ def test_migration_0003_keeps_sites_maps_hourly_and_downgrades(url_at_0002: str)
     engine.dispose()
     upgrade(url)
     assert len(_sites(url)) == 3
+
+
+def test_enabling_the_schedule_without_temporal_is_a_503_and_saves_nothing(
+    client: TestClient, owner: tuple[int, str], site_url: str
+) -> None:
+    _, key = owner
+    body = {"schedule_enabled": True, "schedule_time": "07:00", "content_batch_size": 3}
+    answer = client.put(site_url, json=body, headers=auth(key))
+    assert answer.status_code == 503, answer.text
+    stored = client.get(site_url, headers=auth(key)).json()
+    assert stored["schedule_enabled"] is False and stored["content_batch_size"] == 10

@@ -1,5 +1,5 @@
 """`igny8 up` (what `make run` runs): everything starts, /health reports the database and
-Temporal ok, a batch runs through the real processes, and Ctrl-C, SIGTERM, SIGHUP and even
+Temporal ok, the demo automation run goes through the real processes, and Ctrl-C, SIGTERM, SIGHUP and even
 SIGKILL leave no child running and no port taken; a killed worker is replaced."""
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+from domain.reconcile import reconcile
+from models.db import make_engine
 from tests.procs import (
     CAN_LIST_LISTENERS,
     CAN_LIST_PROCESSES,
@@ -277,14 +279,14 @@ def test_up_starts_everything_healthy_runs_the_demo_and_stops_on_ctrl_c(tmp_path
         assert up.health == {"status": "ok", "database": "ok", "temporal": "ok"}
         key = (up.data_dir / "demo_api_key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:  # the demo batch, run by `up` itself
-            notes = httpx.get(f"{up.api}/notifications", headers=headers, timeout=5).json()
-            if any(n["notification_type"] == "ai_image_success" for n in notes["data"]):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the demo batch did not finish")
+        up.wait_running(180)  # `up` says so once its demo automation run has ended
+        runs = httpx.get(f"{up.api}/automation/runs", headers=headers, timeout=5).json()
+        assert [r["status"] for r in runs["data"]] == ["completed"], runs
+        run_id = runs["data"][0]["run_id"]
+        assert f"automation run {run_id}: completed" in up.output.text, up.output.text[-3000:]
+        notes = httpx.get(f"{up.api}/notifications", headers=headers, timeout=5).json()
+        kinds = {n["notification_type"] for n in notes["data"]}
+        assert {"automation_completed", "ai_image_success", "ai_content_success"} <= kinds
         balance = httpx.get(f"{up.api}/credits/balance", headers=headers, timeout=5).json()
         assert balance["credits"] < 2000
         text = up.ctrl_c()
@@ -295,6 +297,11 @@ def test_up_starts_everything_healthy_runs_the_demo_and_stops_on_ctrl_c(tmp_path
     for port in up.ports.values():
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after Ctrl-C"
+    engine = make_engine(f"sqlite:///{up.data_dir / 'igny8.db'}")
+    try:
+        assert reconcile(engine) == []
+    finally:
+        engine.dispose()
 
 
 STOPS = [

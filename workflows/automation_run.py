@@ -38,6 +38,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.automation import (
         AutomationActivities,
+        ClaimRunInput,
         CreateTasksInput,
         FinalizeInput,
         RecordRunInput,
@@ -152,6 +153,7 @@ class AutomationRunInput(Frozen):
     site_id: int
     budget_credits: int | None = None
     history_limit: int = HISTORY_LIMIT
+    scheduled: bool = False  # started by the site's schedule: claims the site itself
     state: RunState | None = None
 
 
@@ -205,7 +207,7 @@ class TextStageWork:
                 TextActivities.generate_text,
                 TextCallInput(
                     function_name=self.fn.name,
-                    workflow_id=run.inp.run_id,
+                    workflow_id=run.run_id,
                     account_id=run.inp.account_id,
                     item_id=item,
                     model=plan.text_model,
@@ -238,7 +240,7 @@ class TextStageWork:
             TextActivities.withdraw_text,
             WithdrawTextInput(
                 function_name=self.fn.name,
-                workflow_id=self.run.inp.run_id,
+                workflow_id=self.run.run_id,
                 item_id=item_id,
                 error=error,
                 account_id=self.run.inp.account_id,
@@ -259,7 +261,10 @@ class AutomationRunWorkflow:
     @workflow.init
     def __init__(self, inp: AutomationRunInput) -> None:
         self.inp = inp
+        # A scheduled run's id is the one Temporal gives it (the schedule's id plus the time).
+        self.run_id = inp.run_id or workflow.info().workflow_id
         self.s = inp.state or RunState(budget_credits=inp.budget_credits)
+        self._skipped = False
         self.control = RunControl(self.s.control)
         self.stop = StopPublisher(self.control, self._publish_stop)
         self.meters: dict[str, Meter] = {}
@@ -267,7 +272,7 @@ class AutomationRunWorkflow:
         for stage, fn in TEXT_STAGES.items():
             st = self.s.text[stage]
             self.meters[stage] = Meter(
-                fn, inp.account_id, inp.run_id, st.meter, f"{inp.run_id}:{fn.name}"
+                fn, inp.account_id, self.run_id, st.meter, f"{self.run_id}:{fn.name}"
             )
             self.loops[stage] = ItemLoop(
                 st.pending,
@@ -284,25 +289,23 @@ class AutomationRunWorkflow:
                 on_change=self._changed(stage),
             )
         self._untold: dict[str, str] = {}  # child id → a control it could not take yet
+        self._told = "resume"  # the last control the children were given
         self._pending_pause: str | None = None  # a child ran out of credits: pause here too
 
     # ---- controls ----------------------------------------------------------------
     @workflow.signal
-    async def pause(self, inp: ControlInput) -> None:
-        if self.control.pause(inp.reason or "user"):
-            await self._tell_children("pause")
+    def pause(self, inp: ControlInput) -> None:
+        self.control.pause(inp.reason or "user")
 
     @workflow.signal
-    async def resume(self, inp: ControlInput) -> None:
+    def resume(self, inp: ControlInput) -> None:
         if inp.budget_credits is not None:
             self.s.budget_credits = inp.budget_credits
         self.control.resume()
-        await self._tell_children("resume")
 
     @workflow.signal
-    async def cancel(self, inp: ControlInput) -> None:
+    def cancel(self, inp: ControlInput) -> None:
         self.control.cancel()
-        await self._tell_children("cancel")
 
     @workflow.signal(name=CHILD_PAUSED)
     def child_paused(self, report: ChildReport) -> None:
@@ -353,15 +356,11 @@ class AutomationRunWorkflow:
     # ---- run ---------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: AutomationRunInput) -> RunProgress:
-        try:
-            if inp.state is None and not await self.control.shielded(self._start()):
-                return self._progress()
-            finished = await self._stages()
-        except asyncio.CancelledError:  # a cancel from the Temporal UI/CLI
-            self.control.temporal_cancel = True
-            self.control.cancel()
-            await self.control.shielded(self._wind_down())
-            finished = True
+        # A cancel from the Temporal UI/CLI is the cancel signal: the stages are shielded
+        # from it, see the run cancelling and wind down as they would for the signal.
+        if inp.state is None and not await self.control.shielded(self._start()):
+            return self._progress()
+        finished = await self.control.shielded(self._stages())
         if not finished:
             self.s.runs += 1
             self._roll()
@@ -374,11 +373,13 @@ class AutomationRunWorkflow:
         workflow.continue_as_new(self.inp.model_copy(update={"state": self.s}))
 
     async def _start(self) -> bool:
+        if self.inp.scheduled and not await self._claim_site():
+            return False
         try:
             plan = await workflow.execute_activity_method(
                 AutomationActivities.plan_automation_run,
                 RunPlanInput(
-                    run_id=self.inp.run_id, account_id=self.inp.account_id, site_id=self.inp.site_id
+                    run_id=self.run_id, account_id=self.inp.account_id, site_id=self.inp.site_id
                 ),
                 start_to_close_timeout=PLAN_TIMEOUT,
                 retry_policy=DB_RETRY,
@@ -390,6 +391,26 @@ class AutomationRunWorkflow:
         self._queue_backlog(plan)
         await self._record()
         return True
+
+    async def _claim_site(self) -> bool:
+        """A scheduled start claims the site as the API does; with another run active it
+        is skipped, and recorded as such."""
+        claimed = await workflow.execute_activity_method(
+            AutomationActivities.claim_run,
+            ClaimRunInput(
+                run_id=self.run_id,
+                account_id=self.inp.account_id,
+                site_id=self.inp.site_id,
+                budget_credits=self.inp.budget_credits,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary="Claim the site (skip if another run is active)",
+        )
+        if not claimed.claimed:
+            self._skipped = True
+            workflow.set_current_details(f"**skipped**: {claimed.reason}")
+        return claimed.claimed
 
     def _queue_backlog(self, plan: RunPlan) -> None:
         s = self.s
@@ -472,7 +493,7 @@ class AutomationRunWorkflow:
             if not st.opened:
                 st.opened = True
                 await meter.open(
-                    {"run_id": self.inp.run_id, "stage": stage}, plan.text_model.model_name
+                    {"run_id": self.run_id, "stage": stage}, plan.text_model.model_name
                 )
                 meter.state.model_name = plan.text_model.model_name
                 meter.state.credit_price_usd = plan.credit_price_usd
@@ -513,7 +534,7 @@ class AutomationRunWorkflow:
         failed = f", {loop.failed} failed" if loop.failed else ""
         money = f"{meter.state.credits_used} credits (${meter.state.cost_usd:.4f} provider cost)"
         summary = {
-            "run_id": self.inp.run_id,
+            "run_id": self.run_id,
             "stage": stage,
             "done": loop.done,
             "failed": loop.failed,
@@ -600,11 +621,20 @@ class AutomationRunWorkflow:
             await workflow.wait_condition(
                 lambda: (
                     self._pending_pause is not None
+                    or self._children_out_of_step()
+                    or bool(self._untold)
                     or self._child_due()
                     or self._images_over()
                     or self._full()
                 )
             )
+            if self._children_out_of_step():
+                self._told = self._control_for_children()
+                await self._tell_children(self._told)
+                continue
+            if self._untold:
+                await self._retell_children()
+                continue
             if self._pending_pause is not None:
                 reason, self._pending_pause = self._pending_pause, None
                 await self._pause_for(reason, "an image batch ran out of credits")
@@ -617,6 +647,15 @@ class AutomationRunWorkflow:
                 continue
             return False  # history full: running children report to the next run by signal
         return True
+
+    def _control_for_children(self) -> str:
+        if self.s.control.cancel_requested:
+            return "cancel"
+        return "pause" if self.s.control.paused else "resume"
+
+    def _children_out_of_step(self) -> bool:
+        """The run paused, resumed or was cancelled since the children were last told."""
+        return bool(self.s.images.active) and self._control_for_children() != self._told
 
     def _child_due(self) -> bool:
         img, plan = self.s.images, self.s.plan
@@ -652,7 +691,7 @@ class AutomationRunWorkflow:
             return
         img.started += 1
         child_id = (
-            f"image-batch-{self.inp.account_id}-{self.inp.run_id.rsplit('-', 1)[-1]}x{img.started}"
+            f"image-batch-{self.inp.account_id}-{self.run_id.rsplit('-', 1)[-1]}x{img.started}"
         )
         img.active[child_id] = group
         await workflow.start_child_workflow(
@@ -663,12 +702,12 @@ class AutomationRunWorkflow:
                 task_ids=[task for _, task in group],
                 model=plan.image_model,
                 max_in_article_images=plan.max_in_article_images,
-                parent_id=self.inp.run_id,
+                parent_id=self.run_id,
             ),
             id=child_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
             search_attributes=self._child_attributes(),
-            static_summary=f"Images for {len(group)} articles of run {self.inp.run_id}",
+            static_summary=f"Images for {len(group)} articles of run {self.run_id}",
             execution_timeout=timedelta(days=7),
         )
 
@@ -742,26 +781,24 @@ class AutomationRunWorkflow:
     async def _pause_for(self, reason: str, why: str) -> None:
         if not self.control.pause(reason):
             return
-        await self._tell_children("pause")
         self.s.notes += 1
         await self._notify(
             "automation_paused",
             "Automation paused",
             f"Automation paused: {why}. Top up (or raise the budget) and resume to go on.",
-            f"{self.inp.run_id}:paused:{self.s.notes}",
+            f"{self.run_id}:paused:{self.s.notes}",
             {"pause_reason": reason},
             "warning",
         )
 
     async def _paused(self, reason: str, why: str) -> None:
         """A charge found no credits (the engine already paused the run)."""
-        await self._tell_children("pause")
         self.s.notes += 1
         await self._notify(
             "automation_paused",
             "Automation paused",
             f"Automation paused: {why}. Top up and resume to go on.",
-            f"{self.inp.run_id}:paused:{self.s.notes}",
+            f"{self.run_id}:paused:{self.s.notes}",
             {"pause_reason": reason},
             "warning",
         )
@@ -810,7 +847,7 @@ class AutomationRunWorkflow:
         await workflow.execute_activity_method(
             AutomationActivities.record_run,
             RecordRunInput(
-                run_id=self.inp.run_id,
+                run_id=self.run_id,
                 status=p.status,
                 pause_reason=p.pause_reason,
                 current_stage=p.current_stage,
@@ -836,7 +873,7 @@ class AutomationRunWorkflow:
                 message=text,
                 idempotency_key=key,
                 severity=severity,
-                details={**details, "run_id": self.inp.run_id, "site_id": self.inp.site_id},
+                details={**details, "run_id": self.run_id, "site_id": self.inp.site_id},
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
@@ -846,28 +883,13 @@ class AutomationRunWorkflow:
     async def _publish_stop(self, stopped: bool) -> None:
         await workflow.execute_activity_method(
             RunActivities.set_run_stopped,
-            RunStopInput(workflow_id=self.inp.run_id, stopped=stopped),
+            RunStopInput(workflow_id=self.run_id, stopped=stopped),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
             summary="Stop waiting provider calls" if stopped else "Let provider calls go on",
         )
 
     # ---- the end ------------------------------------------------------------------------
-    async def _wind_down(self) -> None:
-        """After a cancel from outside: tell the workers and children, let in-flight land."""
-        await self.stop.sync()
-        await self._tell_children("cancel")
-        while self._untold:
-            await self._retell_children()
-        await workflow.wait_condition(lambda: self._drained() and not self.s.images.active)
-        for stage in TEXT_STAGES:
-            if not self.s.text[stage].done:
-                await self.loops[stage].settle()
-                await self._close_text_stage(stage)
-                self.s.text[stage].done = True
-        self.s.tasks.finished = self.s.review.finished = True
-        self.s.images.articles.finished = True
-
     async def _finish(self) -> None:
         for stage in TEXT_STAGES:  # a stage that never finished (cancel) is closed now
             if not self.s.text[stage].done:
@@ -889,7 +911,7 @@ class AutomationRunWorkflow:
         if self.s.control.stop_row:
             await workflow.execute_activity_method(
                 RunActivities.forget_run,
-                RunStopInput(workflow_id=self.inp.run_id, stopped=False),
+                RunStopInput(workflow_id=self.run_id, stopped=False),
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=DB_RETRY,
                 summary="Forget the run's stop",
@@ -900,7 +922,7 @@ class AutomationRunWorkflow:
                 kind,
                 f"Automation {outcome}",
                 text,
-                f"{self.inp.run_id}:done",
+                f"{self.run_id}:done",
                 {"stages": [s.model_dump() for s in p.stages]},
                 "info" if outcome == "completed" else "warning",
             ),
@@ -915,7 +937,7 @@ class AutomationRunWorkflow:
                 "automation_failed",
                 "Automation failed",
                 reason,
-                f"{self.inp.run_id}:done",
+                f"{self.run_id}:done",
                 {},
                 "error",
             ),
@@ -993,11 +1015,11 @@ class AutomationRunWorkflow:
         stages = [self._stage_progress(stage) for stage in STAGES]
         text_cost = sum((self.s.text[s].meter.cost_usd for s in TEXT_STAGES), Decimal("0"))
         return RunProgress(
-            run_id=self.inp.run_id,
+            run_id=self.run_id,
             site_id=self.inp.site_id,
-            status=self.control.status,
+            status="skipped" if self._skipped else self.control.status,
             pause_reason=self.control.pause_reason,
-            current_stage=self._current_stage(),
+            current_stage=None if self._skipped else self._current_stage(),
             stages=stages,
             credits_used=sum(s.credits_used for s in stages),
             cost_usd=text_cost + self.s.images.cost_usd,

@@ -6,8 +6,21 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+    WorkflowHandle,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.temporal import ACCOUNT_ID, RUN_KIND, SITE_ID
 from workflows.automation_run import AutomationRunInput, AutomationRunWorkflow, RunProgress
@@ -157,3 +170,86 @@ async def start_automation_run(
         static_summary=f"Automation run: site {site_id}, account {account_id}{budget}",
         execution_timeout=timedelta(days=30),
     )
+
+
+def schedule_id(account_id: int, site_id: int) -> str:
+    return f"automation-schedule-{account_id}-{site_id}"
+
+
+def automation_schedule(
+    task_queue: str,
+    account_id: int,
+    site_id: int,
+    *,
+    frequency: str,
+    at: str,
+    weekday: int | None,
+    timezone: str,
+) -> Schedule:
+    """The site's run schedule: daily or weekly at a local time in the site's timezone.
+    Temporal starts the run; a start while this schedule's previous run is still going is
+    skipped (overlap SKIP), and the run itself skips, and records it, when the site has
+    another active run (one started from the API)."""
+    hour, minute = (int(part) for part in at.split(":"))
+    days = (
+        [ScheduleRange((weekday + 1) % 7)]  # Temporal counts weekdays from Sunday
+        if frequency == "weekly" and weekday is not None
+        else [ScheduleRange(0, 6)]
+    )
+    calendar = ScheduleCalendarSpec(
+        hour=[ScheduleRange(hour)], minute=[ScheduleRange(minute)], day_of_week=days,
+        comment=f"{frequency} at {at} {timezone}",
+    )  # fmt: skip
+    action = ScheduleActionStartWorkflow(
+        AutomationRunWorkflow.run,
+        AutomationRunInput(run_id="", account_id=account_id, site_id=site_id, scheduled=True),
+        id=f"automation-{account_id}-{site_id}-scheduled",
+        task_queue=task_queue,
+        execution_timeout=timedelta(days=30),
+        typed_search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(ACCOUNT_ID, account_id),
+                SearchAttributePair(SITE_ID, site_id),
+                SearchAttributePair(RUN_KIND, "automation_run"),
+            ]
+        ),
+        static_summary=f"Scheduled automation run: site {site_id}, account {account_id}",
+    )
+    return Schedule(
+        action=action,
+        spec=ScheduleSpec(calendars=[calendar], time_zone_name=timezone),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def sync_schedule(
+    client: Client,
+    task_queue: str,
+    account_id: int,
+    site_id: int,
+    *,
+    enabled: bool,
+    frequency: str,
+    at: str,
+    weekday: int | None,
+    timezone: str,
+) -> bool:
+    """Create, update or delete the site's Temporal Schedule to match its config; True if
+    a schedule exists afterwards."""
+    handle = client.get_schedule_handle(schedule_id(account_id, site_id))
+    if not enabled:
+        try:
+            await handle.delete()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        return False
+    schedule = automation_schedule(
+        task_queue, account_id, site_id,
+        frequency=frequency, at=at, weekday=weekday, timezone=timezone,
+    )  # fmt: skip
+    try:
+        await client.create_schedule(schedule_id(account_id, site_id), schedule)
+    except ScheduleAlreadyRunningError:
+        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+    return True

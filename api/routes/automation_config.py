@@ -10,19 +10,30 @@ whichever request left it out. Every refusal is a 422 naming the field.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import anyio
 from fastapi import APIRouter
 from pydantic import ValidationError
 from sqlmodel import Session, select
+from temporalio.client import Client
 
-from api.deps import SessionDep
-from api.errors import error_responses, readable_errors, reject_nulls, unprocessable_all
+from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.errors import (
+    TemporalUnavailable,
+    error_responses,
+    readable_errors,
+    reject_nulls,
+    unprocessable_all,
+)
 from api.routes.sites import MODEL_FIELDS, check_models
 from api.scoping import SiteDep
 from models import AutomationConfig, AutomationConfigBase, AutomationConfigPublic
 from models.automation import CONFIG_FIELDS, AutomationConfigUpdate
 from models.db import utcnow
+from models.sites import Site
+from workflows.client import sync_schedule
 
 router = APIRouter(prefix="/sites", tags=["automation"], responses=error_responses(401, 404))
 
@@ -70,12 +81,18 @@ def get_automation_config(site: SiteDep, session: SessionDep) -> AutomationConfi
     return _public(site.id, _stored(session, site.id))
 
 
-@router.put(PATH, response_model=AutomationConfigPublic, responses=error_responses(409))
+@router.put(PATH, response_model=AutomationConfigPublic, responses=error_responses(409, 503))
 def put_automation_config(
-    site: SiteDep, body: AutomationConfigUpdate, session: SessionDep
+    site: SiteDep,
+    body: AutomationConfigUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
 ) -> AutomationConfigPublic:
     """Save the fields sent (see the module docstring); named models must exist, be
-    active and be of the field's type."""
+    active and be of the field's type. The run schedule becomes (or stops being) a
+    Temporal Schedule of the site at once; if Temporal cannot be reached, nothing is
+    saved (503)."""
     changes = _changes(body)
     reject_nulls(changes, nullable=NULLABLE_FIELDS)
     check_models(session, changes)
@@ -83,7 +100,32 @@ def put_automation_config(
     config = _merged(row, changes)
     if row is None:
         row = AutomationConfig(account_id=site.account_id, site_id=site.id)
+    if config.schedule_enabled or (row.id is not None and row.schedule_enabled):
+        _apply_schedule(temporal, settings.task_queue, site, config)
     row.sqlmodel_update({**config.model_dump(), "updated_at": utcnow()})
     session.add(row)
     session.commit()
     return _public(site.id, row)
+
+
+def _apply_schedule(
+    temporal: Client | None, task_queue: str, site: Site, config: AutomationConfigBase
+) -> None:
+    """Make the site's Temporal Schedule match the config (from this worker thread, on
+    the event loop, where the Temporal client lives)."""
+    if temporal is None:
+        raise TemporalUnavailable()
+    anyio.from_thread.run(
+        functools.partial(
+            sync_schedule,
+            temporal,
+            task_queue,
+            site.account_id,
+            site.id,  # type: ignore[arg-type]
+            enabled=config.schedule_enabled,
+            frequency=config.schedule_frequency,
+            at=config.schedule_time,
+            weekday=config.schedule_weekday,
+            timezone=site.timezone,
+        )
+    )

@@ -92,8 +92,12 @@ class RunControl:
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
+                if task.cancelled():  # the worker is evicting the workflow: let it go
+                    raise
                 self.temporal_cancel = True
                 self.cancel()
+                if task.done():
+                    return task.result()
 
     def decide(self, outcome: Status) -> None:
         self.outcome = outcome
