@@ -201,3 +201,17 @@ async def history_lengths(env: WorkflowEnvironment, workflow_id: str) -> list[in
             else None
         )
     return lengths
+
+
+async def test_an_item_whose_ai_answer_fails_fails_alone(temporal_env, run_env):
+    queue, world = run_env
+    world.keywords = 40
+    world.failing_items = {1002}  # the ideas call for the second cluster: a malformed answer
+    ran = await finish(await start_run(temporal_env.client, queue))
+    assert ran.result.status == "completed"
+    got = stages(ran.result)
+    assert (got["ideas"].done, got["ideas"].failed) == (got["ideas"].total - 1, 1)
+    want = expected_counts(world)
+    assert got["review"].done == want["review"] - world.ideas_per_cluster
+    assert not any(k.endswith(":cluster:1002") for k in world.charges)  # never charged
+    assert_each_item_charged_once(world)
