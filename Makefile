@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install igny8 with its dev tools
 
-run: $(STAMP) ## Start the embedded stack and run a demo image batch live (Ctrl-C stops)
+run: $(STAMP) ## Start the embedded stack and run a demo automation run live (Ctrl-C stops)
 	$(BIN)/igny8 up
 
-demo: $(STAMP) ## Run one image batch end to end and print a summary, then exit
+demo: $(STAMP) ## Run one demo automation run end to end, print its summary and the operator SQL
 	$(BIN)/igny8 demo
 
 test: $(STAMP) ## Run the test suite (SQLite and PostgreSQL, real Temporal, simulator)

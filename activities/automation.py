@@ -65,7 +65,7 @@ class RunPlan(Frozen):
     clusters: list[int]
     ideas: list[int]
     tasks: list[int]
-    prompts: list[int]
+    prompts: list[list[int]]  # [content id, task id]
     images: list[list[int]]  # [content id, task id]
     review: list[int]
 
@@ -163,7 +163,7 @@ class AutomationActivities:
             clusters=work.clusters,
             ideas=work.ideas,
             tasks=work.tasks,
-            prompts=work.prompts,
+            prompts=[[c, t] for c, t in work.prompts],
             images=[[c, t] for c, t in work.images],
             review=work.review,
         )

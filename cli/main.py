@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 import time
-from decimal import Decimal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from core.settings import get_settings
 
@@ -27,10 +29,16 @@ db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 account_app = typer.Typer(help="Accounts and API keys.", no_args_is_help=True)
 credits_app = typer.Typer(help="Credits: top-ups.", no_args_is_help=True)
 images_app = typer.Typer(help="Image batches.", no_args_is_help=True)
+automation_app = typer.Typer(
+    help="Automation runs: a site's keywords to reviewed, illustrated articles, stage by "
+    "stage. Start one, watch it live, pause, resume or cancel it, list them.",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(account_app, name="account")
 app.add_typer(credits_app, name="credits")
 app.add_typer(images_app, name="images")
+app.add_typer(automation_app, name="automation")
 
 console = Console()
 
@@ -208,22 +216,234 @@ def images_generate(
     """Start an image batch through the API and follow it with a live progress bar."""
     from cli.progress import follow_batch
 
+    url, key = _api_target(api_url, api_key)
+    final = follow_batch(console, url, key, task_ids, model, max_in_article_images)
+    raise typer.Exit(0 if final["status"] == "completed" else 1)
+
+
+# ---- talking to the API -----------------------------------------------------------------
+ApiUrlOpt = Annotated[
+    str | None, typer.Option("--api-url", help="API base URL (default http://API_HOST:API_PORT)")
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        "--key",
+        envvar="IGNY8_API_KEY",
+        help="Account API key (default: the demo account's, kept in DATA_DIR)",
+    ),
+]
+RunIdArg = Annotated[str, typer.Argument(help="The run id (`igny8 automation list` shows them)")]
+
+
+def _api_target(api_url: str | None, api_key: str | None) -> tuple[str, str]:
+    """The API's base URL and the key to call it with: flags, then IGNY8_API_KEY, then the
+    demo key `igny8 up` keeps; no key at all is a usage error (exit 2)."""
     settings = get_settings()
-    url = api_url or f"http://{settings.api_host}:{settings.api_port}"
+    url = (api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
     key = api_key or (demo_key_file().read_text().strip() if demo_key_file().exists() else None)
     if not key:
         console.print("[red]no API key: pass --api-key or set IGNY8_API_KEY[/red]")
         raise typer.Exit(2)
-    final = follow_batch(console, url, key, task_ids, model, max_in_article_images)
+    return url.removesuffix("/api/v1"), key
+
+
+def _client(url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+@contextmanager
+def _api_errors() -> Iterator[None]:
+    """An API refusal or outage as a red line and its exit code, not a traceback."""
+    from cli.progress import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        console.print(Text(str(exc), style="red"))  # not markup: details may hold brackets
+        raise typer.Exit(exc.exit_code) from exc
+
+
+# ---- automation runs --------------------------------------------------------------------
+def _print_detached(run_id: str) -> None:
+    """After Ctrl-C: the run goes on; how to find it again or stop it."""
+    console.print(
+        f"\nstopped watching; run [bold]{run_id}[/bold] goes on.\n"
+        f"  watch it again: igny8 automation watch {run_id}\n"
+        f"  pause it:       igny8 automation pause {run_id}\n"
+        f"  cancel it:      igny8 automation cancel {run_id}"
+    )
+
+
+def _watch_to_the_end(client: httpx.Client, run_id: str) -> None:
+    """Watch live, print the summary, exit 0 if the run completed and 1 if not; Ctrl-C
+    exits 130 and leaves the run alone."""
+    from cli.progress import run_summary, watch_run
+
+    try:
+        final = watch_run(console, client, run_id)
+    except KeyboardInterrupt:
+        _print_detached(run_id)
+        raise typer.Exit(130) from None
+    console.print(run_summary(final))
     raise typer.Exit(0 if final["status"] == "completed" else 1)
+
+
+def _start_run(client: httpx.Client, site: int, budget: int | None) -> str:
+    """Start the run; when the site already has one, say which and how to watch it."""
+    from cli.progress import ApiError, active_run_of, start_run
+
+    try:
+        return start_run(client, site, budget)
+    except ApiError as exc:
+        busy = active_run_of(client, site) if "active automation run" in str(exc) else None
+        if busy:
+            raise ApiError(f"{exc}\nwatch it: igny8 automation watch {busy}") from exc
+        raise
+
+
+@automation_app.command("run")
+def automation_run(
+    site: Annotated[int, typer.Option("--site", min=1, help="The site whose keywords to work on")],
+    budget: Annotated[
+        int | None, typer.Option(min=1, help="Pause the run once it has used this many credits")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option(help="Follow the run live; --no-watch prints its id and returns")
+    ] = True,
+    api_url: ApiUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Start an automation run for a site and follow it live: a bar per stage (done/total,
+    failed, credits), the credits used and the balance.
+
+    The run takes every unprocessed item of the site: keywords → clusters → ideas → tasks →
+    articles → image prompts → images → review. Exit code 0 when it completes, 1 when it
+    fails or is cancelled, 2 for bad input (unknown site, bad key). Ctrl-C stops watching
+    only: the run goes on (`igny8 automation watch RUN_ID` to watch again).
+    """
+    url, key = _api_target(api_url, api_key)
+    with _api_errors(), _client(url, key) as client:
+        run_id = _start_run(client, site, budget)
+        console.print(f"automation run [bold]{run_id}[/bold] started for site {site}")
+        if watch:
+            _watch_to_the_end(client, run_id)
+        console.print(f"watch it: igny8 automation watch {run_id}")
+
+
+@automation_app.command("watch")
+def automation_watch(
+    run_id: RunIdArg, api_url: ApiUrlOpt = None, api_key: ApiKeyOpt = None
+) -> None:
+    """Follow a run live until it ends, then print its per-stage summary.
+
+    Exit code 0 when it completed, 1 when it failed or was cancelled, 2 for an unknown run.
+    Ctrl-C stops watching only.
+    """
+    url, key = _api_target(api_url, api_key)
+    with _api_errors(), _client(url, key) as client:
+        _watch_to_the_end(client, run_id)
+
+
+def _control(
+    run_id: str, action: str, api_url: str | None, api_key: str | None, budget: int | None = None
+) -> None:
+    from cli.progress import control_run
+
+    url, key = _api_target(api_url, api_key)
+    with _api_errors(), _client(url, key) as client:
+        control_run(client, run_id, action, budget)
+    console.print(f"{action} requested for run [bold]{run_id}[/bold]")
+
+
+@automation_app.command("pause")
+def automation_pause(
+    run_id: RunIdArg, api_url: ApiUrlOpt = None, api_key: ApiKeyOpt = None
+) -> None:
+    """Pause a run: nothing new is claimed in any stage; work in flight lands and is
+    charged. The pause lasts across worker restarts; `resume` goes on where it stopped."""
+    _control(run_id, "pause", api_url, api_key)
+    console.print(f"resume it: igny8 automation resume {run_id}")
+
+
+@automation_app.command("resume")
+def automation_resume(
+    run_id: RunIdArg,
+    budget: Annotated[
+        int | None, typer.Option(min=1, help="A new credit budget (after budget_exhausted)")
+    ] = None,
+    api_url: ApiUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Resume a paused run where it stopped: after a pause, a top-up (insufficient_credits),
+    or with a higher --budget (budget_exhausted)."""
+    _control(run_id, "resume", api_url, api_key, budget)
+
+
+@automation_app.command("cancel")
+def automation_cancel(
+    run_id: RunIdArg, api_url: ApiUrlOpt = None, api_key: ApiKeyOpt = None
+) -> None:
+    """Cancel a run: nothing new is claimed, work in flight lands and is charged, image
+    batches stop, unused credit holds are released. What was made stays."""
+    _control(run_id, "cancel", api_url, api_key)
+
+
+@automation_app.command("list")
+def automation_list(
+    site: Annotated[int | None, typer.Option("--site", min=1, help="Only this site's runs")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 20,
+    api_url: ApiUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """The account's automation runs, newest first: status, stage, credits, times."""
+    from cli.progress import list_runs
+
+    url, key = _api_target(api_url, api_key)
+    with _api_errors(), _client(url, key) as client:
+        page = list_runs(client, site, limit)
+    if not page["data"]:
+        console.print("no automation runs yet; start one: igny8 automation run --site SITE_ID")
+        return
+    table = Table(
+        "run",
+        "site",
+        "status",
+        "stage",
+        "credits",
+        "started",
+        "finished",
+        title=f"automation runs ({len(page['data'])} of {page['count']})",
+    )
+    for run in page["data"]:
+        status = run["status"] + (f" ({run['pause_reason']})" if run.get("pause_reason") else "")
+        table.add_row(
+            run["run_id"],
+            str(run["site_id"]),
+            status,
+            run.get("current_stage") or "",
+            str(run["credits_used"]),
+            _when(run["started_at"]),
+            _when(run.get("finished_at")),
+        )
+    console.print(table)
+
+
+def _when(stamp: str | None) -> str:
+    """An API timestamp to the second, readable: 2026-01-31 09:00:00."""
+    return (stamp or "").replace("T", " ")[:19]
 
 
 # ---- the stack --------------------------------------------------------------------------
 @app.command()
 def up(
-    demo: Annotated[bool, typer.Option(help="Also run a demo image batch, live")] = True,
+    demo: Annotated[
+        bool, typer.Option(help="Also run a demo automation run on the demo site, live")
+    ] = True,
 ) -> None:
-    """Start everything (Temporal dev server, simulator, worker, API); Ctrl-C stops it all."""
+    """Start everything (Temporal dev server, simulator, worker, API) and, unless --no-demo,
+    take the demo site's keywords through an automation run, live; Ctrl-C stops it all."""
     from cli.stack import Stack, StackError
 
     settings = get_settings()
@@ -239,7 +459,7 @@ def up(
     _print_urls(stack, key)
     try:
         if demo:
-            _run_demo_batch(stack.api_url, key)
+            _run_demo_automation(stack.api_url, key)
         console.print("running; press Ctrl-C to stop")
         while not stack.dead_children():
             time.sleep(0.5)
@@ -254,7 +474,8 @@ def up(
 
 @app.command("demo")
 def demo_cmd() -> None:
-    """Start the stack, run one image batch end to end, print a summary, stop; exit 0 on success."""
+    """Start the stack, take the demo site through one automation run end to end, print the
+    per-stage summary and the operator SQL, stop; exit 0 when the run completed."""
     from cli.stack import Stack
 
     settings = get_settings()
@@ -264,7 +485,7 @@ def demo_cmd() -> None:
     with console.status("starting the embedded stack…"):
         stack.start_all()
     try:
-        final = _run_demo_batch(stack.api_url, key)
+        final = _run_demo_automation(stack.api_url, key)
     finally:
         stack.stop()
     _print_operator_queries()
@@ -294,45 +515,103 @@ def _print_urls(stack: Any, key: str) -> None:
     console.print(table)
 
 
-def _run_demo_batch(api_url: str, key: str) -> dict[str, Any]:
-    from cli.progress import follow_batch
-    from domain.seed import demo_tasks_needing_images
+def _run_demo_automation(api_url: str, key: str) -> dict[str, Any]:
+    """The demo: an automation run over the demo site's keywords, live, then its summary,
+    the balance before and after, and the ledger's usage totals. Returns the last snapshot.
+    A run still active from an earlier demo (stopped mid-run) is watched instead."""
+    from cli.progress import api_call, run_summary, watch_run
 
-    headers = {"Authorization": f"Bearer {key}"}
-    sites = httpx.get(f"{api_url}/api/v1/sites", headers=headers, timeout=10).json()["data"]
-    task_ids = demo_tasks_needing_images(_engine(), sites[0]["id"])
-    before = httpx.get(f"{api_url}/api/v1/credits/balance", headers=headers, timeout=10).json()
-    final = follow_batch(console, api_url, key, task_ids, None, None)
-    after = httpx.get(f"{api_url}/api/v1/credits/balance", headers=headers, timeout=10).json()
-    table = Table("images", "failed", "credits", "USD cost", "balance before", "balance after")
-    table.add_row(
-        str(final["images_done"]),
-        str(final["images_failed"]),
-        str(final["credits_used"]),
-        f"${Decimal(str(final['cost_usd'])):.4f}",
-        str(before["credits"]),
-        str(after["credits"]),
-    )
-    console.print(table)
+    with _api_errors(), _client(api_url, key) as client:
+        site = api_call(client, "GET", "/api/v1/sites")["data"][0]
+        before = api_call(client, "GET", "/api/v1/credits/balance")["credits"]
+        run_id = _demo_run_id(client, site)
+        try:
+            final = watch_run(console, client, run_id)
+        except KeyboardInterrupt:
+            console.print(
+                f"\nthe demo run {run_id} stops with the stack; it goes on where it stopped "
+                "when the stack starts again (`make run` or `make demo` watch it)"
+            )
+            raise
+        after = api_call(client, "GET", "/api/v1/credits/balance")["credits"]
+    console.print(run_summary(final))
+    console.print(f"balance {before} → {after} credits")
     _print_usage_totals(key)
     return final
 
 
+def _demo_run_id(client: httpx.Client, site: dict[str, Any]) -> str:
+    """The earlier demo's run if it is still active, else a new run with work to do."""
+    from cli.progress import active_run_of, start_run
+
+    busy = active_run_of(client, site["id"])
+    if busy:
+        console.print(
+            f"run [bold]{busy}[/bold] of the demo site is still active (an earlier demo "
+            "stopped mid-run?): watching it instead of starting another"
+        )
+        return busy
+    _prepare_demo_site(site)
+    run_id = start_run(client, site["id"], None)
+    console.print(
+        f"demo automation run [bold]{run_id}[/bold] on site {site['id']} '{site['name']}' "
+        f'(Temporal UI: search Igny8RunKind = "automation_run")'
+    )
+    return run_id
+
+
+def _prepare_demo_site(site: dict[str, Any]) -> None:
+    """Keywords and credits for the run (domain/seed.py), and say what was added."""
+    from domain.seed import prepare_demo_run
+
+    engine = _engine()
+    try:
+        prep = prepare_demo_run(engine, site["id"])
+    finally:
+        engine.dispose()
+    if prep.round_no is not None:
+        console.print(
+            f"every demo keyword was processed by earlier runs: imported "
+            f"{prep.keywords_waiting} fresh ones (suffix '(round {prep.round_no})')"
+        )
+    else:
+        console.print(f"{prep.keywords_waiting} keywords waiting to be clustered")
+    if prep.topped_up:
+        console.print(f"topped the demo account up with {prep.topped_up} credits for the run")
+
+
 def _print_usage_totals(key: str) -> None:
-    """The account's image usage, summed by the ledger: exact on both databases, where the
-    operator SQL's SUM(cost_usd) (`igny8 demo` prints it) is a float on SQLite."""
+    """The account's usage per operation, summed by the ledger: exact on both databases,
+    where the operator SQL's SUM(cost_usd) (`igny8 demo` prints it) is a float on SQLite."""
     from domain.accounts import authenticate
+    from domain.ai_functions import AI_FUNCTIONS
     from domain.ledger import Ledger
 
     engine = _engine()
-    account_id = authenticate(engine, key)
-    if account_id is not None:
-        t = Ledger(engine).usage_totals(account_id, "image_generation")
-        console.print(
-            f"ledger, image usage of this account: {t.count} usage logs, {t.credits} credits, "
-            f"${t.cost_usd} provider cost, ${t.billed_usd} billed"
+    try:
+        account_id = authenticate(engine, key)
+        if account_id is None:
+            return
+        table = Table(
+            "operation",
+            "usage logs",
+            "credits",
+            "provider cost",
+            "billed",
+            title="ledger: this account's usage",
         )
-    engine.dispose()
+        for fn in AI_FUNCTIONS.values():
+            t = Ledger(engine).usage_totals(account_id, fn.operation_type)
+            table.add_row(
+                fn.operation_type,
+                str(t.count),
+                str(t.credits),
+                f"${t.cost_usd}",
+                f"${t.billed_usd}",
+            )
+        console.print(table)
+    finally:
+        engine.dispose()
 
 
 def _print_operator_queries() -> None:

@@ -37,7 +37,7 @@ class Backlog:
     clusters: list[int]  # without ideas
     ideas: list[int]  # without a task
     tasks: list[int]  # without content
-    prompts: list[int]  # content without image prompts
+    prompts: list[tuple[int, int]]  # (content, task): no image prompts yet
     images: list[tuple[int, int]]  # (content, task): prompts written, images not all made
     review: list[int]  # draft content with every image generated
 
@@ -71,7 +71,7 @@ def backlog(
         clusters=_ids(conn, clusters.order_by(CLUSTERS.c.id)),
         ideas=_ids(conn, ideas.order_by(IDEAS.c.id)),
         tasks=_ids(conn, tasks.order_by(TASKS.c.id)),
-        prompts=sorted(d.id for d in drafts if not d.image_prompts),
+        prompts=sorted((d.id, d.task_id) for d in drafts if not d.image_prompts),
         images=sorted((d.id, d.task_id) for d in ready if made.get(d.id, 0) < images_per_article),
         review=sorted(d.id for d in ready if made.get(d.id, 0) >= images_per_article),
     )

@@ -1,6 +1,8 @@
 """Seed data: model prices every install needs, and a demo account to try igny8 with.
 
-Idempotent: running it twice changes nothing and creates no duplicates.
+Idempotent: running it twice changes nothing and creates no duplicates. The demo site
+gets a niche's worth of keywords (coffee at home) for `igny8 demo` / `make run` to take
+through a whole automation run; `prepare_demo_run` keeps later demos supplied.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from domain.accounts import add_api_key, create_account
+from domain.ledger import IdempotencyConflict, Ledger
 from models import (
     Account,
     AIModelConfig,
     BillingConfiguration,
     Content,
-    Image,
     Keyword,
     Sector,
     Site,
     Task,
 )
+from models.runs import AutomationRun
 
 # Public list prices (USD) at the time of writing; credits are what igny8 bills.
 MODEL_CONFIGS: list[dict[str, object]] = [
@@ -80,28 +83,51 @@ MODEL_CONFIGS: list[dict[str, object]] = [
 ]
 
 DEMO_ACCOUNT = "Demo Publisher"
-DEMO_CREDITS = 2000
-DEMO_KEYWORDS = [
-    "pour over coffee",
-    "pour over coffee ratio",
-    "best pour over coffee maker",
-    "french press coffee",
-    "french press ratio",
-    "how to use a french press",
-    "cold brew coffee",
-    "cold brew concentrate",
-    "cold brew ratio",
-    "espresso at home",
-    "espresso machine for beginners",
-    "espresso grind size",
-    "coffee grinder burr vs blade",
-    "best coffee grinder",
-    "coffee beans storage",
-    "light roast vs dark roast",
-    "arabica vs robusta",
-    "decaf coffee process",
-    "latte art basics",
-    "milk frothing tips",
+# What one demo automation run costs, measured on the simulator (`igny8 demo`): the 36
+# keywords below make 2 clustering calls, 17 clusters and 38 articles with 3 images each,
+# 288 credits (an article's content 3, its prompts 1, an image 1 on the demo's Runware
+# model). The same run with gpt-image-1 (5 credits an image) would take ~750.
+DEMO_RUN_CREDITS = 1000  # the demo tops the account up to this before a run, if below
+DEMO_CREDITS = 2000  # a new demo account's opening balance: several demo runs
+# (keyword, monthly searches, difficulty 0-100, sector): one niche, coffee at home, in
+# topics of two to six keywords, so clustering has real groups to find.
+DEMO_KEYWORDS: list[tuple[str, int, int, str]] = [
+    ("pour over coffee", 8100, 38, "Brewing"),
+    ("pour over coffee ratio", 2400, 22, "Brewing"),
+    ("best pour over coffee maker", 2900, 46, "Equipment"),
+    ("gooseneck kettle for pour over", 1300, 32, "Equipment"),
+    ("french press coffee", 14800, 41, "Brewing"),
+    ("french press ratio", 3600, 20, "Brewing"),
+    ("how to use a french press", 6600, 30, "Brewing"),
+    ("aeropress vs french press", 1900, 26, "Brewing"),
+    ("aeropress recipe", 6600, 33, "Brewing"),
+    ("cold brew coffee", 40500, 52, "Brewing"),
+    ("cold brew concentrate", 9900, 35, "Brewing"),
+    ("cold brew ratio", 5400, 24, "Brewing"),
+    ("how long to steep cold brew", 2900, 18, "Brewing"),
+    ("espresso at home", 4400, 44, "Brewing"),
+    ("espresso machine for beginners", 3600, 48, "Equipment"),
+    ("espresso grind size", 1900, 27, "Brewing"),
+    ("how to dial in espresso", 1600, 29, "Brewing"),
+    ("how to descale an espresso machine", 3600, 29, "Equipment"),
+    ("moka pot vs espresso", 1900, 25, "Equipment"),
+    ("coffee grinder burr vs blade", 1900, 27, "Equipment"),
+    ("best coffee grinder", 14800, 58, "Equipment"),
+    ("best burr grinder under 100", 1000, 35, "Equipment"),
+    ("best coffee scale", 1600, 37, "Equipment"),
+    ("coffee to water ratio", 12100, 31, "Brewing"),
+    ("best water temperature for coffee", 2400, 19, "Brewing"),
+    ("coffee beans storage", 1600, 20, "Brewing"),
+    ("how long do coffee beans last", 4400, 22, "Brewing"),
+    ("light roast vs dark roast", 6600, 28, "Brewing"),
+    ("arabica vs robusta", 8100, 30, "Brewing"),
+    ("single origin vs blend coffee", 720, 18, "Brewing"),
+    ("decaf coffee process", 1300, 24, "Brewing"),
+    ("latte art basics", 1000, 21, "Brewing"),
+    ("milk frothing tips", 880, 17, "Brewing"),
+    ("how to froth milk without a frother", 5400, 23, "Brewing"),
+    ("how to clean a coffee maker with vinegar", 9900, 26, "Equipment"),
+    ("coffee maker cleaning tips", 1300, 21, "Equipment"),
 ]
 DEMO_ARTICLES = [
     (
@@ -150,8 +176,8 @@ def _article_html(title: str, sections: list[str]) -> str:
 
 
 def seed_demo(engine: Engine, want_key: bool = True) -> DemoSeed:
-    """A demo account with credits, a site with sectors, keywords and three drafted
-    articles ready for images. Returns a new API key only if one was needed."""
+    """A demo account with credits, a site with sectors, the demo keywords and three
+    drafted articles. Returns a new API key only if one was needed."""
     seed_models(engine)
     with Session(engine) as session:
         acct = session.exec(select(Account).where(Account.name == DEMO_ACCOUNT)).scalars().first()
@@ -167,56 +193,111 @@ def seed_demo(engine: Engine, want_key: bool = True) -> DemoSeed:
     return DemoSeed(account_id, site_id, task_ids, api_key)
 
 
-def demo_tasks_needing_images(engine: Engine, site_id: int) -> list[int]:
-    """Demo tasks with content but no featured image yet; if every article is already
-    illustrated, a new round of articles is drafted so each demo shows images being made."""
+@dataclass(frozen=True)
+class DemoRunPrep:
+    """What the demo did so its automation run has work and credits."""
+
+    keywords_waiting: int  # unclustered keywords the run will take
+    round_no: int | None  # set when every demo keyword was used: a fresh round was imported
+    topped_up: int  # credits added so the run can finish
+
+
+def prepare_demo_run(engine: Engine, site_id: int) -> DemoRunPrep:
+    """Make sure a demo automation run has keywords to work on and credits to pay with.
+
+    A second demo on the same data finds every keyword clustered, so it imports the demo
+    keywords again with a round suffix ("cold brew ratio (round 2)"): every run walks all
+    seven stages. The account is topped up to DEMO_RUN_CREDITS, once per run number."""
     with Session(engine, expire_on_commit=False) as session:
         site = session.get(Site, site_id)
-        assert site is not None
-        illustrated = select(Image.task_id).where(
-            Image.site_id == site_id, Image.image_type == "featured", Image.status == "generated"
-        )
-        todo = (
-            session.exec(
-                select(Content.task_id).where(
-                    Content.site_id == site_id, Content.task_id.not_in(illustrated)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if todo:
-            return sorted(todo)
-        round_no = (
-            session.exec(
-                select(func.count()).select_from(Task).where(Task.site_id == site_id)
-            ).scalar_one()
-            // len(DEMO_ARTICLES)
-            + 1
-        )
-        ids = []
-        for title, sections in DEMO_ARTICLES:
-            task = Task(
-                account_id=site.account_id,
-                site_id=site_id,
-                title=f"{title} (part {round_no})",
-                status="completed",
-            )
-            session.add(task)
-            session.flush()
-            session.add(
-                Content(
-                    account_id=site.account_id,
-                    site_id=site_id,
-                    task_id=task.id,
-                    title=task.title,
-                    html=_article_html(task.title, sections),
-                    word_count=120,
-                )
-            )
-            ids.append(task.id)
+        assert site is not None, f"site {site_id} not found"
+        waiting = _unclustered(session, site_id)
+        round_no = None
+        if waiting == 0:
+            round_no = _import_round(session, site)
+            waiting = _unclustered(session, site_id)
+        runs = session.exec(
+            select(func.count()).select_from(AutomationRun).where(AutomationRun.site_id == site_id)
+        ).scalar_one()
         session.commit()
-        return ids
+    topped_up = _top_up_for_run(engine, site.account_id, f"demo:site-{site_id}:run-{runs + 1}")
+    return DemoRunPrep(waiting, round_no, topped_up)
+
+
+def _unclustered(session: Session, site_id: int) -> int:
+    return int(
+        session.exec(
+            select(func.count())
+            .select_from(Keyword)
+            .where(Keyword.site_id == site_id, Keyword.cluster_id.is_(None))
+        ).scalar_one()
+    )
+
+
+def _import_round(session: Session, site: Site) -> int:
+    """The demo keywords again under the first round suffix none of them has yet."""
+    existing = set(
+        session.exec(select(Keyword.keyword).where(Keyword.site_id == site.id)).scalars().all()
+    )
+    round_no = 2
+    while any(_in_round(kw, round_no) in existing for kw, *_ in DEMO_KEYWORDS):
+        round_no += 1
+    sectors = _sectors(session, site.id)
+    for kw, volume, difficulty, sector in DEMO_KEYWORDS:
+        session.add(
+            _keyword(site, _in_round(kw, round_no), volume, difficulty, sectors.get(sector))
+        )
+    session.flush()
+    return round_no
+
+
+def _in_round(keyword: str, round_no: int) -> str:
+    return f"{keyword} (round {round_no})"
+
+
+def _top_up_for_run(engine: Engine, account_id: int, key: str) -> int:
+    """Bring available credits up to DEMO_RUN_CREDITS, at most once per run number: the
+    key says whether this run was topped up already (for any amount)."""
+    ledger = Ledger(engine)
+    available = ledger.balance(account_id).available
+    if available >= DEMO_RUN_CREDITS:
+        return 0
+    amount = DEMO_RUN_CREDITS - available
+    description = "Demo top-up before an automation run"
+    try:
+        result = ledger.top_up(account_id, amount, f"{key}:top-up", description=description)
+    except IdempotencyConflict:  # topped up for this run before, by another amount
+        return 0
+    return 0 if result.replayed else amount
+
+
+def _sectors(session: Session, site_id: int) -> dict[str, int]:
+    rows = session.exec(select(Sector.name, Sector.id).where(Sector.site_id == site_id)).all()
+    return {name: sector_id for name, sector_id in rows}
+
+
+def _keyword(site: Site, text: str, volume: int, difficulty: int, sector_id: int | None) -> Keyword:
+    intent = "commercial" if text.startswith("best ") else "informational"
+    return Keyword(
+        account_id=site.account_id,
+        site_id=site.id,
+        sector_id=sector_id,
+        keyword=text,
+        volume=volume,
+        difficulty=difficulty,
+        intent=intent,
+    )
+
+
+def _seed_keywords(session: Session, site: Site) -> None:
+    """Add the demo keywords the site lacks (an older seed had fewer)."""
+    existing = set(
+        session.exec(select(Keyword.keyword).where(Keyword.site_id == site.id)).scalars().all()
+    )
+    sectors = _sectors(session, site.id)
+    for kw, volume, difficulty, sector in DEMO_KEYWORDS:
+        if kw not in existing:
+            session.add(_keyword(site, kw, volume, difficulty, sectors.get(sector)))
 
 
 def _seed_site(engine: Engine, account_id: int) -> tuple[int, list[int]]:
@@ -234,8 +315,7 @@ def _seed_site(engine: Engine, account_id: int) -> tuple[int, list[int]]:
             session.flush()
             for name in ("Brewing", "Equipment"):
                 session.add(Sector(account_id=account_id, site_id=site.id, name=name))
-            for kw in DEMO_KEYWORDS:
-                session.add(Keyword(account_id=account_id, site_id=site.id, keyword=kw))
+            session.flush()
             for title, sections in DEMO_ARTICLES:
                 task = Task(account_id=account_id, site_id=site.id, title=title, status="completed")
                 session.add(task)
@@ -250,7 +330,8 @@ def _seed_site(engine: Engine, account_id: int) -> tuple[int, list[int]]:
                         word_count=120,
                     )
                 )
-            session.commit()
+        _seed_keywords(session, site)
+        session.commit()
         task_ids = (
             session.exec(select(Task.id).where(Task.site_id == site.id).order_by(Task.id))
             .scalars()

@@ -274,3 +274,17 @@ async def test_workers_killed_mid_run_and_restarted_finish_it_with_nothing_twice
     assert len(tasks_with_content) == len(set(tasks_with_content))
     assert result.credits_used == -sum(d.amount for d in deductions)
     assert reconcile(engine) == []
+
+
+async def test_articles_waiting_from_an_earlier_run_go_on_to_images_and_review(wctx: WorkerCtx):
+    """Drafts left without image prompts (written before, by hand or by a run that was
+    cancelled) are picked up at that stage and carried through images and review."""
+    acct, headers, site_id = seeded_site(wctx, credits=20_000, keywords=[])
+    _task, draft = builders.task_with_content(wctx.engine, acct, site_id, "Cold Brew at Home")
+    async with api_client(wctx) as api:
+        result = await run_to_end(api, headers, site_id)
+    stages = {s["name"]: s for s in result["stages"]}
+    assert [stages[n]["done"] for n in ("image_prompts", "images", "review")] == [1, 1, 1]
+    article = next(a for a in rows(wctx.engine, Content) if a.id == draft.id)
+    assert article.status == "review" and article.image_prompts
+    assert len(rows(wctx.engine, Image, Image.content_id == draft.id)) == 2

@@ -419,10 +419,12 @@ class AutomationRunWorkflow:
             clustering.members[str(n)] = list(members)
             clustering.pending.append(n)
         clustering.loop.total = len(plan.keyword_batches)
+        for content_id, task_id in plan.prompts:
+            s.task_of[str(content_id)] = task_id
         for stage, ids in (
             ("ideas", plan.clusters),
             ("content", plan.tasks),
-            ("image_prompts", plan.prompts),
+            ("image_prompts", [content for content, _ in plan.prompts]),
         ):
             s.text[stage].pending.extend(ids)
             s.text[stage].loop.total += len(ids)
