@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from tests import dbs
 
-pytest_plugins = ["tests.temporal_fixtures", "tests.s3_fixture"]
+pytest_plugins = ["tests.temporal_fixtures", "tests.s3_fixture", "tests.wordpress_fixture"]
 
 
 @pytest.fixture(scope="session")
