@@ -53,6 +53,9 @@ TAGS: list[dict[str, str]] = [
         "name": "images",
         "description": "Image batches: start, watch live, pause, resume, cancel; an image's file.",
     },
+    {"name": "review", "description": "Approve, reject, schedule and unschedule content."},
+    {"name": "calendar", "description": "A site's publishing calendar and workflow stats."},
+    {"name": "integrations", "description": "A site's WordPress connection (write-only password)."},
     {
         "name": "automation",
         "description": "Automation runs: keywords to reviewed, illustrated, scheduled articles; "

@@ -114,6 +114,7 @@ class Content(SQLModel, table=True):
     published_at: datetime | None = dt_field()
     external_id: str | None = Field(default=None, max_length=100)
     external_url: str | None = Field(default=None, max_length=1000)
+    publish_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = created_at_field()
     updated_at: datetime = created_at_field()
 
@@ -142,5 +143,8 @@ class Image(SQLModel, table=True):
     cost_usd: Decimal = usd_field()
     credits_used: int = 0
     batch_id: str | None = Field(default=None, max_length=255, index=True)
+    # The WordPress media item once uploaded (stored before the post is made: DESIGN §8).
+    external_media_id: int | None = None
+    external_url: str | None = Field(default=None, max_length=1000)
     created_at: datetime = created_at_field()
     updated_at: datetime = created_at_field()

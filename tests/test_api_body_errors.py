@@ -71,6 +71,8 @@ def path_values(sqlite_db: tuple[str, Engine]) -> dict[str, Any]:
         "account_id": account_id,
         "site_id": site.id,
         "model_name": model.model_name,
+        "run_id": "automation-1-1-x",  # the 400 comes before the route looks anything up
+        "content_id": 1,
         "key": key,
     }
 

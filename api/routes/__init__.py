@@ -8,6 +8,8 @@ from api.routes import (
     admin,
     automation,
     automation_config,
+    calendar,
+    content,
     credits,
     health,
     images,
@@ -15,6 +17,7 @@ from api.routes import (
     logs,
     pipeline,
     sites,
+    wordpress,
 )
 
 api_router = APIRouter()
@@ -28,6 +31,9 @@ for module in (
     automation,
     keywords,
     pipeline,
+    content,
+    calendar,
+    wordpress,
     images,
 ):
     api_router.include_router(module.router)
