@@ -22,18 +22,21 @@ from activities.images import ImageActivities
 from activities.ledger import LedgerActivities
 from activities.logging import LoggingActivities
 from activities.provider_gate import ProviderGate
+from activities.publishing import PokeActivities, PublishingActivities, poke_publisher
 from activities.runs import RunActivities
 from activities.text import TextActivities
 from core.settings import Settings, get_settings
 from core.temporal import DATA_CONVERTER
 from domain.ledger import Ledger
 from domain.provider_slots import SlotPool
+from domain.publishing import sites_with_scheduled_content
 from models.db import make_engine
 from providers.media_store import media_store_from_settings
 from providers.registry import ProviderRegistry
 from workflows.automation_run import AutomationRunWorkflow
 from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput, sweeper_id
 from workflows.image_batch import ImageBatchWorkflow
+from workflows.publisher import PublisherWorkflow
 from workflows.text_batch import TextBatchWorkflow
 
 log = logging.getLogger("igny8.worker")
@@ -42,6 +45,7 @@ WORKFLOWS: Sequence[type] = (
     AutomationRunWorkflow,
     ImageBatchWorkflow,
     TextBatchWorkflow,
+    PublisherWorkflow,
     HoldSweeperWorkflow,
 )
 
@@ -61,6 +65,7 @@ def build_activities(
     providers: ProviderRegistry,
     executor: ThreadPoolExecutor | None = None,
     gate: ProviderGate | None = None,
+    client: Client | None = None,
 ) -> list[Any]:
     """Every activity method, bound to its dependencies."""
     ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
@@ -72,6 +77,8 @@ def build_activities(
     runs = RunActivities(gate.pool)
     text = TextActivities(engine, providers, gate, executor)
     automation = AutomationActivities(engine)
+    publishing = PublishingActivities(engine, store, settings.secret_key.get_secret_value())
+    pokes = PokeActivities(client, settings.task_queue)
     return [
         led.reserve_credits,
         led.deduct_credits,
@@ -96,6 +103,13 @@ def build_activities(
         automation.claim_run,
         automation.create_tasks,
         automation.finalize_content,
+        publishing.publishing_agenda,
+        publishing.start_publish,
+        publishing.upload_image,
+        publishing.create_post,
+        publishing.finish_publish,
+        publishing.fail_publish,
+        pokes.poke_publisher,
         automation.record_run,
     ]
 
@@ -120,7 +134,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=build_activities(settings, engine, providers, executor, gate),
+        activities=build_activities(settings, engine, providers, executor, gate, client),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_concurrency,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
@@ -137,6 +151,15 @@ async def ensure_hold_sweeper(client: Client, task_queue: str) -> None:
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary="Releases expired credit holds every 5 minutes",
     )
+
+
+async def wake_publishers(client: Client, task_queue: str, engine: Any) -> None:
+    """Every site with scheduled content gets its publisher running (a schedule change
+    made while Temporal was unreachable is not left waiting)."""
+    with engine.connect() as conn:
+        sites = sites_with_scheduled_content(conn)
+    for account_id, site_id in sites:
+        await poke_publisher(client, task_queue, account_id, site_id)
 
 
 async def run_worker(settings: Settings | None = None) -> None:
@@ -160,6 +183,7 @@ async def run_worker(settings: Settings | None = None) -> None:
         log.info("worker polling task queue %r on %s", settings.task_queue, client.namespace)
         async with worker:
             await ensure_hold_sweeper(client, settings.task_queue)
+            await wake_publishers(client, settings.task_queue, engine)
             await stop.wait()
     engine.dispose()
 

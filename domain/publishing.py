@@ -213,3 +213,17 @@ __all__ = [
     "next_slots",
     "taken_slots",
 ]
+
+
+def sites_with_scheduled_content(conn: Connection) -> list[tuple[int, int]]:
+    """(account, site) of every site with content scheduled or being published: their
+    publishers must be running (a worker pokes them all when it starts)."""
+    from models.pipeline import Content
+
+    t = Content.__table__
+    rows = conn.execute(
+        select(t.c.account_id, t.c.site_id)
+        .where(t.c.site_status.in_(("scheduled", "publishing")))
+        .group_by(t.c.account_id, t.c.site_id)
+    ).all()
+    return [(r.account_id, r.site_id) for r in rows]

@@ -59,6 +59,15 @@ from activities.logging import (
     OpenTaskLogInput,
     TaskLogRef,
 )
+from activities.publishing import (
+    Agenda,
+    AgendaInput,
+    ContentRef,
+    ImageRef,
+    Published,
+    PublishFailure,
+    PublishJob,
+)
 from activities.runs import RunStopInput
 from activities.text import (
     TextCallInput,
@@ -120,6 +129,13 @@ class World:
     run_rows: dict[str, RecordRunInput] = field(default_factory=dict)
     finalized: list[int] = field(default_factory=list)
     next_id: int = 1000
+    # publishing: content ids due now, and what the fake WordPress received
+    publish_due: list[int] = field(default_factory=list)
+    posts: dict[int, int] = field(default_factory=dict)  # content → post id
+    uploads: dict[int, int] = field(default_factory=dict)  # image → media id
+    publish_failing: set[int] = field(default_factory=set)  # content whose post fails
+    published: list[int] = field(default_factory=list)
+    publish_failed: list[int] = field(default_factory=list)
     active: int = 0
     peak: int = 0
     started: int = 0
@@ -418,6 +434,41 @@ class World:
     async def withdraw_text(self, inp: WithdrawTextInput) -> None:
         self.withdrawn.append(inp.item_id)
 
+    # ---- publishing ------------------------------------------------------------------
+    @activity.defn(name="publishing_agenda")
+    async def publishing_agenda(self, inp: AgendaInput) -> Agenda:
+        due, self.publish_due = self.publish_due, []
+        return Agenda(due=due, next_at=None)
+
+    @activity.defn(name="start_publish")
+    async def start_publish(self, inp: ContentRef) -> PublishJob:
+        return PublishJob(
+            content_id=inp.content_id,
+            ready=True,
+            image_ids=[inp.content_id * 10, inp.content_id * 10 + 1],
+        )
+
+    @activity.defn(name="upload_image")
+    async def upload_image(self, inp: ImageRef) -> int:
+        return self.uploads.setdefault(inp.image_id, len(self.uploads) + 1)
+
+    @activity.defn(name="create_post")
+    async def create_post(self, inp: ContentRef) -> Published:
+        if inp.content_id in self.publish_failing:
+            raise ApplicationError(
+                "WordPress refused the post", type="forbidden", non_retryable=True
+            )
+        post = self.posts.setdefault(inp.content_id, len(self.posts) + 1)
+        return Published(content_id=inp.content_id, post_id=post, url=f"https://wp.test/?p={post}")
+
+    @activity.defn(name="finish_publish")
+    async def finish_publish(self, inp: Published) -> None:
+        self.published.append(inp.content_id)
+
+    @activity.defn(name="fail_publish")
+    async def fail_publish(self, inp: PublishFailure) -> None:
+        self.publish_failed.append(inp.content_id)
+
     def activities(self) -> list[Any]:
         return [
             self.open_task_log,
@@ -442,6 +493,12 @@ class World:
             self.create_tasks,
             self.finalize_content,
             self.record_run,
+            self.publishing_agenda,
+            self.start_publish,
+            self.upload_image,
+            self.create_post,
+            self.finish_publish,
+            self.fail_publish,
         ]
 
 

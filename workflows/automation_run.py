@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.common import Frozen
     from activities.logging import LoggingActivities, NotifyInput
+    from activities.publishing import PokeActivities, SiteRef
     from activities.runs import RunActivities, RunStopInput
     from activities.text import TextActivities, TextCallInput, WithdrawTextInput
     from core.temporal import ACCOUNT_ID, RUN_KIND, SITE_ID
@@ -777,6 +778,14 @@ class AutomationRunWorkflow:
             del r.pending[: len(batch)]
             r.done += out.review + out.approved
             r.failed += len(batch) - out.review - out.approved
+            if out.scheduled:  # the site's publisher publishes them at their slots
+                await workflow.execute_activity_method(
+                    PokeActivities.poke_publisher,
+                    SiteRef(account_id=self.inp.account_id, site_id=self.inp.site_id),
+                    start_to_close_timeout=DB_TIMEOUT,
+                    retry_policy=DB_RETRY,
+                    summary=f"Tell the site's publisher of {len(out.scheduled)} new slots",
+                )
         return True
 
     # ---- pausing, budget, the run's row ---------------------------------------------------

@@ -10,15 +10,19 @@ account's content 404 (api/scoping.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, HTTPException
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import Connection, Engine, select
+from temporalio.client import Client
 
-from api.deps import CurrentAccountId, EngineDep
+from activities.publishing import poke_publisher
+from api.deps import CurrentAccountId, EngineDep, SettingsDep, TemporalDep
 from api.errors import error_responses, unprocessable
 from api.schemas import ContentPublic
 from api.scoping import id_path
@@ -26,6 +30,7 @@ from domain import review
 from models.db import utcnow
 from models.pipeline import Content, Image
 
+log = logging.getLogger("igny8.api.content")
 router = APIRouter(prefix="/content", tags=["review"], responses=error_responses(401, 404))
 
 CONTENT = Content.__table__
@@ -77,7 +82,11 @@ class ContentDetail(ContentPublic):
 
 @router.post("/{content_id}/approve", response_model=ContentDetail, responses=MOVE_RESPONSES)
 def approve(
-    content_id: ContentIdPath, account_id: CurrentAccountId, engine: EngineDep
+    content_id: ContentIdPath,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
 ) -> ContentDetail:
     """Draft or review → approved; on a site that auto-schedules, also the next free
     publish slot."""
@@ -85,24 +94,38 @@ def approve(
     def move(conn: Connection) -> None:
         review.approve(conn, account_id, content_id, utcnow())
 
-    return _move(engine, account_id, content_id, move)
+    detail = _move(engine, account_id, content_id, move)
+    _tell_publisher(temporal, settings.task_queue, account_id, detail)
+    return detail
 
 
 @router.post("/{content_id}/reject", response_model=ContentDetail, responses=MOVE_RESPONSES)
 def reject(
-    content_id: ContentIdPath, body: RejectIn, account_id: CurrentAccountId, engine: EngineDep
+    content_id: ContentIdPath,
+    body: RejectIn,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
 ) -> ContentDetail:
     """Review or approved → draft (a slot it held is given back), keeping the reason."""
 
     def move(conn: Connection) -> None:
         review.reject(conn, account_id, content_id, body.reason, utcnow())
 
-    return _move(engine, account_id, content_id, move)
+    detail = _move(engine, account_id, content_id, move)
+    _tell_publisher(temporal, settings.task_queue, account_id, detail)
+    return detail
 
 
 @router.post("/{content_id}/schedule", response_model=ContentDetail, responses=MOVE_RESPONSES)
 def schedule(
-    content_id: ContentIdPath, body: ScheduleIn, account_id: CurrentAccountId, engine: EngineDep
+    content_id: ContentIdPath,
+    body: ScheduleIn,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
 ) -> ContentDetail:
     """Approved content → scheduled at `at`; on scheduled content, a reschedule. Refused
     (409) when another item of the site is within a minute of `at` or its local day is
@@ -111,19 +134,27 @@ def schedule(
     def move(conn: Connection) -> None:
         review.schedule(conn, account_id, content_id, body.at, utcnow())
 
-    return _move(engine, account_id, content_id, move)
+    detail = _move(engine, account_id, content_id, move)
+    _tell_publisher(temporal, settings.task_queue, account_id, detail)
+    return detail
 
 
 @router.post("/{content_id}/unschedule", response_model=ContentDetail, responses=MOVE_RESPONSES)
 def unschedule(
-    content_id: ContentIdPath, account_id: CurrentAccountId, engine: EngineDep
+    content_id: ContentIdPath,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
 ) -> ContentDetail:
     """Scheduled → approved and not published; the slot is free again."""
 
     def move(conn: Connection) -> None:
         review.unschedule(conn, account_id, content_id, utcnow())
 
-    return _move(engine, account_id, content_id, move)
+    detail = _move(engine, account_id, content_id, move)
+    _tell_publisher(temporal, settings.task_queue, account_id, detail)
+    return detail
 
 
 def _move(
@@ -133,13 +164,26 @@ def _move(
     try:
         with engine.begin() as conn:
             move(conn)
-            return content_detail(conn, account_id, content_id)
+            detail = content_detail(conn, account_id, content_id)
     except review.ContentNotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     except review.StateConflict as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
     except review.BadInput as exc:
         raise unprocessable(str(exc), ("body", exc.field)) from None
+    return detail
+
+
+def _tell_publisher(
+    temporal: Client | None, task_queue: str, account_id: int, detail: ContentDetail
+) -> None:
+    """The site's schedule changed: its publisher reads the agenda again (signal-with-
+    start). Without Temporal the change stands; the worker pokes every site with
+    scheduled content when it starts, and a running publisher looks daily anyway."""
+    if temporal is None:
+        log.warning("Temporal unreachable: site %s's publisher not told", detail.site_id)
+        return
+    anyio.from_thread.run(poke_publisher, temporal, task_queue, account_id, detail.site_id)
 
 
 def content_detail(conn: Connection, account_id: int, content_id: int) -> ContentDetail:

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.publishing import poke_publisher, publisher_id
 from core.temporal import DATA_CONVERTER, SEARCH_ATTRIBUTES, temporal_binary, test_server_binary
 from tests.automation_paths import RUN_PATHS
 from tests.fakes import World
@@ -71,6 +72,21 @@ async def record_runs(client: Client, out: Path) -> list[Path]:
     return written
 
 
+async def record_publisher(env: WorkflowEnvironment, out: Path) -> Path:
+    """Two due articles (one published, one failing for good), then idle days."""
+    world, queue = World(publish_due=[1, 2], publish_failing={2}), f"record-{uuid.uuid4().hex}"
+    async with Worker(
+        env.client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
+    ):
+        await poke_publisher(env.client, queue, 1, 7)
+        handle = env.client.get_workflow_handle(publisher_id(1, 7))
+        while not (world.published and world.publish_failed):
+            await asyncio.sleep(0.05)
+        await env.sleep(timedelta(days=2))
+        await handle.terminate()
+    return await _save(handle, out / "PublisherWorkflow" / "publish_and_idle.json")
+
+
 async def record_sweeper(env: WorkflowEnvironment, out: Path) -> Path:
     """Two sweeps and a continue-as-new."""
     world, queue = World(), f"record-{uuid.uuid4().hex}"
@@ -108,6 +124,8 @@ async def main(release: str, only: str | None) -> None:
         written = await record_paths(env.client, out, only)
         if only in (None, "HoldSweeperWorkflow"):
             written.append(await record_sweeper(env, out))
+        if only in (None, "PublisherWorkflow"):
+            written.append(await record_publisher(env, out))
     finally:
         await env.shutdown()
     if only in (None, "AutomationRunWorkflow"):

@@ -1,0 +1,300 @@
+"""Publishing to WordPress from our own clock (DESIGN §8): at the slot and not before,
+exactly one post and one media item per image whatever retries or crashes happen, and a
+clear failure when WordPress is gone for good."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from sqlmodel import Session
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.publishing import ImageRef, PublishingActivities, poke_publisher, publisher_id
+from domain.secrets import encrypt
+from models import Content, Image, Notification
+from models.db import utcnow
+from models.runs import WordPressIntegration
+from providers.media_store import LocalMediaStore, image_key
+from providers.wordpress import WordPressClient
+from simulator.png import draw_png
+from tests import builders
+from tests.fake_wordpress import DEFAULT_APP_PASSWORD, DEFAULT_USER, FakeWordPress
+from worker import WORKFLOWS
+
+pytestmark = pytest.mark.temporal
+SECRET = "test-secret-key"
+ARTICLE = (
+    "<p>Intro.</p><h2>Grind size</h2><p>Fine.</p><h2>Water</h2><p>Hot.</p>"
+    "<h2>Steeping</h2><p>Long.</p>"
+)
+
+
+def article(engine, media_dir: Path, wp_url: str, user: str, password: str, **content):
+    """An approved article with a featured and one in-article image stored, on a site
+    connected to WordPress."""
+    acct, _ = builders.account(engine, credits=10)
+    site = builders.site(engine, acct, timezone="Europe/Berlin")
+    task, row = builders.task_with_content(engine, acct, site.id, "Cold Brew at Home")
+    store = LocalMediaStore(media_dir)
+    slug = content.pop("slug", f"cold-brew-at-home-{uuid.uuid4().hex[:6]}")
+    with Session(engine, expire_on_commit=False) as session:
+        c = session.get(Content, row.id)
+        c.sqlmodel_update({"html": ARTICLE, "status": "approved", "slug": slug,
+                           "meta_description": "How to make cold brew at home.", **content})  # fmt: skip
+        session.add(c)
+        for position, kind in enumerate(("featured", "in_article")):
+            image = Image(account_id=acct, site_id=site.id, task_id=task.id, content_id=c.id,
+                          image_type=kind, position=position, status="generated",
+                          alt_text=f"{kind} alt", mime_type="image/png")  # fmt: skip
+            session.add(image)
+            session.flush()
+            key = image_key(acct, image.id, "image/png")
+            store.put(key, draw_png(f"image {position}", 16, 16), "image/png")
+            image.file_path = key
+        session.add(
+            WordPressIntegration(
+                account_id=acct,
+                site_id=site.id,
+                base_url=wp_url,
+                username=user,
+                password_encrypted=encrypt(password, SECRET),
+            )
+        )
+        session.commit()
+        return acct, site.id, c.id
+
+
+def schedule(engine, content_id: int, at) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(Content.__table__)
+            .where(Content.__table__.c.id == content_id)
+            .values(site_status="scheduled", scheduled_publish_at=at)
+        )
+
+
+def content_row(engine, content_id: int):
+    with engine.connect() as conn:
+        t = Content.__table__
+        return conn.execute(select(t).where(t.c.id == content_id)).first()
+
+
+def images_of(engine, content_id: int):
+    with engine.connect() as conn:
+        t = Image.__table__
+        return conn.execute(
+            select(t).where(t.c.content_id == content_id).order_by(t.c.position)
+        ).all()
+
+
+def notes(engine, kind: str):
+    with engine.connect() as conn:
+        t = Notification.__table__
+        return conn.execute(select(t).where(t.c.notification_type == kind)).all()
+
+
+def quick_client(base_url: str, username: str, password: str) -> WordPressClient:
+    """A client that gives up after 3 s: a test's "timeout after the post was made"."""
+    return WordPressClient(base_url, username, password, timeout_s=3.0)
+
+
+@asynccontextmanager
+async def publisher_worker(client: Client, engine, media_dir: Path) -> AsyncIterator[str]:
+    queue = f"publish-{uuid.uuid4().hex}"
+    acts = PublishingActivities(engine, LocalMediaStore(media_dir), SECRET, quick_client)
+    with ThreadPoolExecutor(8) as pool:
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=list(WORKFLOWS),
+            activities=[
+                acts.publishing_agenda,
+                acts.start_publish,
+                acts.upload_image,
+                acts.create_post,
+                acts.finish_publish,
+                acts.fail_publish,
+            ],
+            activity_executor=pool,
+        ):
+            yield queue
+
+
+async def until(predicate, timeout_s: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "never happened"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeWordPress]:
+    wp = FakeWordPress().start()
+    yield wp
+    wp.stop()
+
+
+async def stop_publisher(client: Client, acct: int, site_id: int) -> None:
+    await client.get_workflow_handle(publisher_id(acct, site_id)).terminate()
+
+
+async def test_a_scheduled_article_publishes_at_its_slot_and_not_before(
+    time_skipping_env, engine, tmp_path, fake
+):
+    acct, site_id, content_id = article(
+        engine, tmp_path, fake.url, DEFAULT_USER, DEFAULT_APP_PASSWORD
+    )
+    env = time_skipping_env
+    slot = (await env.get_current_time()) + timedelta(hours=2)
+    schedule(engine, content_id, slot)
+    async with publisher_worker(env.client, engine, tmp_path) as queue:
+        await poke_publisher(env.client, queue, acct, site_id)
+        await env.sleep(timedelta(hours=1, minutes=50))
+        assert content_row(engine, content_id).site_status == "scheduled" and not fake.posts
+        await env.sleep(timedelta(minutes=15))
+        await until(lambda: content_row(engine, content_id).site_status == "published")
+        await stop_publisher(env.client, acct, site_id)
+    row = content_row(engine, content_id)
+    assert row.published_at >= slot and len(fake.posts) == 1 and len(fake.media) == 2
+    assert row.external_id == str(fake.posts[0]["id"]) and row.external_url
+    assert len(notes(engine, "content_published")) == 1
+
+
+async def test_a_rescheduled_article_waits_for_its_new_slot(
+    time_skipping_env, engine, tmp_path, fake
+):
+    acct, site_id, content_id = article(
+        engine, tmp_path, fake.url, DEFAULT_USER, DEFAULT_APP_PASSWORD
+    )
+    env = time_skipping_env
+    now = await env.get_current_time()
+    schedule(engine, content_id, now + timedelta(hours=1))
+    async with publisher_worker(env.client, engine, tmp_path) as queue:
+        await poke_publisher(env.client, queue, acct, site_id)
+        schedule(engine, content_id, now + timedelta(hours=5))  # moved before its slot
+        await poke_publisher(env.client, queue, acct, site_id)
+        await env.sleep(timedelta(hours=2))
+        assert content_row(engine, content_id).site_status == "scheduled" and not fake.posts
+        await env.sleep(timedelta(hours=3, minutes=5))
+        await until(lambda: content_row(engine, content_id).site_status == "published")
+        await stop_publisher(env.client, acct, site_id)
+    assert len(fake.posts) == 1
+
+
+async def _publish_now(client: Client, engine, tmp_path, acct, site_id, content_id) -> None:
+    schedule(engine, content_id, utcnow() - timedelta(seconds=1))
+    async with publisher_worker(client, engine, tmp_path) as queue:
+        await poke_publisher(client, queue, acct, site_id)
+        await until(
+            lambda: content_row(engine, content_id).site_status in ("published", "failed"),
+            timeout_s=120,
+        )
+        await stop_publisher(client, acct, site_id)
+
+
+async def test_a_500_on_the_first_try_then_success_makes_one_post(
+    temporal_env, engine, tmp_path, fake
+):
+    acct, site_id, content_id = article(
+        engine, tmp_path, fake.url, DEFAULT_USER, DEFAULT_APP_PASSWORD
+    )
+    fake.fail("create_post", 500)
+    await _publish_now(temporal_env.client, engine, tmp_path, acct, site_id, content_id)
+    assert content_row(engine, content_id).site_status == "published"
+    assert len(fake.posts) == 1 and fake.calls("create_post") == 2
+
+
+async def test_a_timeout_after_the_post_was_made_still_makes_one_post(
+    temporal_env, engine, tmp_path, fake
+):
+    acct, site_id, content_id = article(
+        engine, tmp_path, fake.url, DEFAULT_USER, DEFAULT_APP_PASSWORD
+    )
+    fake.slow("create_post", 6)  # beyond the client's 3 s: the post is made, the answer lost
+    await _publish_now(temporal_env.client, engine, tmp_path, acct, site_id, content_id)
+    row = content_row(engine, content_id)
+    assert row.site_status == "published" and len(fake.posts) == 1
+    assert row.external_id == str(fake.posts[0]["id"])
+
+
+async def test_wordpress_down_for_good_ends_failed_with_a_notification(
+    time_skipping_env, engine, tmp_path, fake
+):
+    acct, site_id, content_id = article(
+        engine, tmp_path, fake.url, DEFAULT_USER, DEFAULT_APP_PASSWORD
+    )
+    fake.down(503)
+    env = time_skipping_env
+    schedule(engine, content_id, (await env.get_current_time()) - timedelta(seconds=1))
+    async with publisher_worker(env.client, engine, tmp_path) as queue:
+        await poke_publisher(env.client, queue, acct, site_id)
+        for _ in range(60):  # the retries' back-off is skipped time
+            await env.sleep(timedelta(minutes=1))
+            if content_row(engine, content_id).site_status == "failed":
+                break
+        await stop_publisher(env.client, acct, site_id)
+    row = content_row(engine, content_id)
+    assert row.site_status == "failed" and row.publish_error
+    failures = notes(engine, "content_publish_failed")
+    assert len(failures) == 1 and "could not be published" in failures[0].message
+    assert not fake.posts
+
+
+async def test_against_real_wordpress_the_article_its_images_and_their_alt_texts(
+    temporal_env, engine, tmp_path, wordpress
+):
+    acct, site_id, content_id = article(
+        engine, tmp_path, wordpress.base_url, wordpress.username, wordpress.app_password
+    )
+    # a worker killed between an image upload and the post: the upload was stored
+    acts = PublishingActivities(engine, LocalMediaStore(tmp_path), SECRET)
+    first = images_of(engine, content_id)[0]
+    from temporalio.testing import ActivityEnvironment
+
+    uploaded = await ActivityEnvironment().run(
+        acts.upload_image, ImageRef(content_id=content_id, image_id=first.id)
+    )
+    await _publish_now(temporal_env.client, engine, tmp_path, acct, site_id, content_id)
+    row, images = content_row(engine, content_id), images_of(engine, content_id)
+    assert row.site_status == "published" and images[0].external_media_id == uploaded
+    async with WordPressClient(
+        wordpress.base_url, wordpress.username, wordpress.app_password
+    ) as wp:
+        post = await wp.find_post_by_slug(row.slug)
+        assert post is not None and str(post.id) == row.external_id
+        for image in images:
+            media = await wp.find_media(f"igny8-image-{image.id}")
+            assert media is not None and media.id == image.external_media_id
+            assert media.alt_text == image.alt_text
+            served = httpx.get(media.source_url, timeout=10)
+            assert served.content == LocalMediaStore(tmp_path).get(image.file_path)
+        raw = httpx.get(
+            f"{wordpress.base_url}/wp-json/wp/v2/posts/{post.id}?context=edit",
+            auth=(wordpress.username, wordpress.app_password),
+            timeout=10,
+        ).json()
+    assert raw["featured_media"] == images[0].external_media_id
+    assert raw["slug"] == row.slug and "How to make cold brew" in raw["excerpt"]["raw"]
+    assert (
+        images[1].external_url in raw["content"]["raw"]
+        and 'alt="in_article alt"' in raw["content"]["raw"]
+    )
+    # publishing the same article again makes nothing new
+    schedule(engine, content_id, utcnow() - timedelta(seconds=1))
+    await _publish_now(temporal_env.client, engine, tmp_path, acct, site_id, content_id)
+    assert content_row(engine, content_id).external_id == row.external_id
+    async with WordPressClient(
+        wordpress.base_url, wordpress.username, wordpress.app_password
+    ) as wp:
+        again = await wp.find_post_by_slug(row.slug)
+        assert again is not None and again.id == post.id

@@ -1,0 +1,161 @@
+"""PublisherWorkflow: one per site, it publishes the site's scheduled articles at their
+slots from our own clock (DESIGN §8), never by handing WordPress a `future` post.
+
+Why a workflow per site with a durable timer, and not a Temporal Schedule: the slots are
+irregular (each article has its own, and people move them), a timer to the next slot fires
+at that slot rather than at the next tick of a cron, and an idle site costs nothing. The
+database holds the schedule; approving, scheduling, unscheduling or rescheduling an article
+pokes the site's publisher (signal-with-start), which reads the agenda again and sleeps
+until the next slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.common import Frozen
+    from activities.publishing import (
+        AgendaInput,
+        ContentRef,
+        ImageRef,
+        PublisherInput,
+        PublishFailure,
+        PublishingActivities,
+    )
+    from workflows.engine.policies import DB_RETRY, DB_TIMEOUT, message
+
+IDLE = timedelta(days=1)  # with nothing scheduled, look again once a day anyway
+ROUNDS_BEFORE_CONTINUE = 200
+WORDPRESS_TIMEOUT = timedelta(minutes=2)
+# WordPress calls: a 5xx, a timeout or a 429 is retried with back-off (Retry-After when
+# sent); a wrong password, a missing site or a refused request is not: the article fails
+# at once with the reason.
+PUBLISH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+    non_retryable_error_types=[
+        "NoWordPress",
+        "auth_error",
+        "forbidden",
+        "not_found",
+        "not_wordpress",
+        "redirected",
+        "invalid_request",
+        "tls_error",
+    ],
+)
+
+
+class Poke(Frozen):
+    """The site's schedule changed: read the agenda again."""
+
+
+class PublisherStatus(Frozen):
+    site_id: int
+    published: int
+    failed: int
+    next_at: str | None
+
+
+@workflow.defn
+class PublisherWorkflow:
+    @workflow.init
+    def __init__(self, inp: PublisherInput) -> None:
+        self.inp = inp
+        self.poked = False
+        self.published = inp.published
+        self.failed = inp.failed
+        self.next_at: str | None = None
+
+    @workflow.signal
+    def poke(self, _: Poke | None = None) -> None:
+        self.poked = True
+
+    @workflow.query
+    def status(self, _: Poke | None = None) -> PublisherStatus:
+        return PublisherStatus(
+            site_id=self.inp.site_id,
+            published=self.published,
+            failed=self.failed,
+            next_at=self.next_at,
+        )
+
+    @workflow.run
+    async def run(self, inp: PublisherInput) -> PublisherStatus:
+        for _ in range(ROUNDS_BEFORE_CONTINUE):
+            self.poked = False
+            agenda = await workflow.execute_activity_method(
+                PublishingActivities.publishing_agenda,
+                AgendaInput(site_id=inp.site_id, now=workflow.now()),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary="What is due, and the next slot",
+            )
+            for content_id in agenda.due:
+                await self._publish(content_id)
+            if agenda.due:
+                continue  # publishing took time: look again before sleeping
+            self.next_at = agenda.next_at.isoformat() if agenda.next_at else None
+            wait = agenda.next_at - workflow.now() if agenda.next_at else IDLE
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self.poked, timeout=max(wait, timedelta(seconds=1))
+                )
+        workflow.continue_as_new(
+            inp.model_copy(update={"published": self.published, "failed": self.failed})
+        )
+
+    async def _publish(self, content_id: int) -> None:
+        """One article: claim it, upload its images, make the post, mark it published;
+        or, when retries run out, mark it failed with the error."""
+        job = await workflow.execute_activity_method(
+            PublishingActivities.start_publish,
+            ContentRef(content_id=content_id),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"Claim article {content_id} for publishing",
+        )
+        if not job.ready:
+            return
+        try:
+            for image_id in job.image_ids:
+                await workflow.execute_activity_method(
+                    PublishingActivities.upload_image,
+                    ImageRef(content_id=content_id, image_id=image_id),
+                    start_to_close_timeout=WORDPRESS_TIMEOUT,
+                    retry_policy=PUBLISH_RETRY,
+                    summary=f"Upload image {image_id} to WordPress",
+                )
+            published = await workflow.execute_activity_method(
+                PublishingActivities.create_post,
+                ContentRef(content_id=content_id),
+                start_to_close_timeout=WORDPRESS_TIMEOUT,
+                retry_policy=PUBLISH_RETRY,
+                summary=f"Create the WordPress post of article {content_id}",
+            )
+        except ActivityError as err:
+            self.failed += 1
+            await workflow.execute_activity_method(
+                PublishingActivities.fail_publish,
+                PublishFailure(content_id=content_id, error=message(err)),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary=f"Article {content_id} failed to publish",
+            )
+            return
+        await workflow.execute_activity_method(
+            PublishingActivities.finish_publish,
+            published.model_copy(update={"published_at": workflow.now()}),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"Article {content_id} is published",
+        )
+        self.published += 1
