@@ -198,7 +198,7 @@ class PublishingActivities:
         image = self._image(inp.image_id)
         if image.external_media_id:
             return int(image.external_media_id)
-        title = f"igny8-image-{image.id}"
+        title = media_title(image)
         async with self._client(inp.content_id) as wp:
             media = await wp.find_media(title) if activity.info().attempt > 1 else None
             if media is None:
@@ -355,6 +355,12 @@ class PublishingActivities:
         return conn.execute(
             select(CONTENT.c.account_id, CONTENT.c.title).where(CONTENT.c.id == content_id)
         ).first()
+
+
+def media_title(image: Any) -> str:
+    """An image's media title on WordPress, deterministic so a lost upload is found again:
+    its id and creation time (ids alone repeat across databases sharing one WordPress)."""
+    return f"igny8-image-{image.id}-{image.created_at.strftime('%Y%m%d%H%M%S%f')}"
 
 
 def with_images(html: str, images: list[Any]) -> str:

@@ -111,16 +111,21 @@ class SlotPool:
         if not self._pg:
             return
         url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pause = 1.0
         while not stop.is_set():
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    pause = 1.0
                     while not stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             on_release(note.payload)
-            except psycopg.Error:
-                log.warning("provider slot notifications lost; reconnecting", exc_info=True)
-                stop.wait(1.0)
+            except psycopg.Error as exc:
+                # Waiters still poll meanwhile; say it once per outage, then back off.
+                if pause == 1.0:
+                    log.warning("provider slot notifications lost (%s); reconnecting", exc)
+                stop.wait(pause)
+                pause = min(30.0, pause * 2)
 
     def renew(self, model: str, slot_nos: Iterable[int], holder: str, lease_s: float) -> int:
         """Push out the leases of the slots `holder` (a worker process) still holds: one

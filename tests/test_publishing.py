@@ -19,7 +19,13 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.publishing import ImageRef, PublishingActivities, poke_publisher, publisher_id
+from activities.publishing import (
+    ImageRef,
+    PublishingActivities,
+    media_title,
+    poke_publisher,
+    publisher_id,
+)
 from domain.secrets import encrypt
 from models import Content, Image, Notification
 from models.db import utcnow
@@ -273,7 +279,7 @@ async def test_against_real_wordpress_the_article_its_images_and_their_alt_texts
         post = await wp.find_post_by_slug(row.slug)
         assert post is not None and str(post.id) == row.external_id
         for image in images:
-            media = await wp.find_media(f"igny8-image-{image.id}")
+            media = await wp.find_media(media_title(image))
             assert media is not None and media.id == image.external_media_id
             assert media.alt_text == image.alt_text
             served = httpx.get(media.source_url, timeout=10)
