@@ -927,33 +927,25 @@ class AutomationRunWorkflow:
                 retry_policy=DB_RETRY,
                 summary="Forget the run's stop",
             )
-        self.control.finished()
-        await asyncio.gather(
-            self._notify(
-                kind,
-                f"Automation {outcome}",
-                text,
-                f"{self.run_id}:done",
-                {"stages": [s.model_dump() for s in p.stages]},
-                "info" if outcome == "completed" else "warning",
-            ),
-            self._record(finished=True),
+        await self._notify(
+            kind,
+            f"Automation {outcome}",
+            text,
+            f"{self.run_id}:done",
+            {"stages": [s.model_dump() for s in p.stages]},
+            "info" if outcome == "completed" else "warning",
         )
+        # The final status shows (query, row) only once the notification is out.
+        self.control.finished()
+        await self._record(finished=True)
 
     async def _fail(self, reason: str) -> None:
         self.control.decide("failed")
-        self.control.finished()
-        await asyncio.gather(
-            self._notify(
-                "automation_failed",
-                "Automation failed",
-                reason,
-                f"{self.run_id}:done",
-                {},
-                "error",
-            ),
-            self._record(finished=True),
+        await self._notify(
+            "automation_failed", "Automation failed", reason, f"{self.run_id}:done", {}, "error"
         )
+        self.control.finished()
+        await self._record(finished=True)
 
     def _nothing_made(self) -> bool:
         loops = [self.s.text[s].loop for s in TEXT_STAGES]
