@@ -54,6 +54,7 @@ class RunPlan(Frozen):
     text_model: TextModel
     image_model: str
     image_credits_per_image: int
+    image_max_concurrency: int = 1  # the image model's provider-wide limit
     images_per_article: int
     max_in_article_images: int
     credit_price_usd: Decimal
@@ -144,6 +145,7 @@ class AutomationActivities:
             text_model=text,
             image_model=image.model_name,
             image_credits_per_image=image.credits_per_image,
+            image_max_concurrency=image.max_concurrency,
             images_per_article=1 + in_article,
             max_in_article_images=in_article,
             credit_price_usd=load_billing_defaults(conn).credit_price_usd,

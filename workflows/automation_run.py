@@ -93,7 +93,7 @@ TEXT_STAGES: dict[str, AIFunction] = {
 UPSTREAM = dict(zip(STAGES[1:], STAGES[:-1], strict=True))
 TASKS_PER_CALL = 50
 REVIEW_PER_CALL = 50
-ACTIVE_CHILDREN = 3
+MIN_ACTIVE_CHILDREN = 3
 CREDIT_ERROR = "Insufficient credits"
 
 
@@ -664,10 +664,17 @@ class AutomationRunWorkflow:
         img, plan = self.s.images, self.s.plan
         if plan is None or not img.pending or not self.control.claiming or self._full():
             return False
-        if len(img.active) >= ACTIVE_CHILDREN:
+        if len(img.active) >= self._children_wanted(plan):
             return False
         full_group = len(img.pending) >= plan.image_batch_size
         return full_group or self._stage_done("image_prompts")
+
+    def _children_wanted(self, plan: RunPlan) -> int:
+        """Enough child batches at once to keep the image model's slots busy: each keeps
+        two calls per slot it can use in flight, and one more child is always starting."""
+        per_child = max(1, plan.image_batch_size * plan.images_per_article)
+        busy = -(-2 * plan.image_max_concurrency // per_child)  # ceil
+        return max(MIN_ACTIVE_CHILDREN, busy + 1)
 
     def _images_over(self) -> bool:
         img = self.s.images
