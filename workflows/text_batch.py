@@ -9,6 +9,7 @@ and by the automation run for its text stages.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import NoReturn
 
@@ -141,11 +142,18 @@ class TextBatchWorkflow:
 
     async def _start(self) -> bool:
         inp, meter = self.inp, self.batch.meter
-        await meter.open({"item_ids": inp.item_ids, "model": inp.model}, inp.model)
-        try:
-            plan = await self._plan()
-        except ActivityError as err:
-            await self.batch.fail(message(err), {}, self._record)
+        # The log and the plan at once: the plan does not need the log (one round trip less).
+        opened, plan = await asyncio.gather(
+            meter.open({"item_ids": inp.item_ids, "model": inp.model}, inp.model),
+            self._plan(),
+            return_exceptions=True,
+        )
+        if isinstance(opened, BaseException):
+            raise opened
+        if isinstance(plan, BaseException):
+            if not isinstance(plan, ActivityError):
+                raise plan
+            await self.batch.fail(message(plan), {}, self._record)
             return False
         self.s.model = plan.model
         self.s.pending.extend(plan.item_ids)

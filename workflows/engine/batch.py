@@ -151,11 +151,18 @@ class MeteredBatch(Generic[I]):
 
     async def _finish(self, record: Callable[[str], Awaitable[None]]) -> None:
         await self.loop.settle()
-        await self.meter.release()
+        releasing = []
+        if self.meter.state.hold_ids:
+            # A release changes what is reserved, never the balance the last charge
+            # reported: it runs beside the closing steps instead of before them.
+            releasing.append(self.meter.release())
+        else:
+            await self.meter.release()  # reads the balance for the summary
         self.control.decide(self._outcome())
         outcome = self.control.decided
         errors = self.state.loop.errors
         await asyncio.gather(
+            *releasing,
             self.meter.close(
                 outcome, self.summary(), "; ".join(errors) if outcome == "failed" else None
             ),
