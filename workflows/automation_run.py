@@ -94,6 +94,7 @@ UPSTREAM = dict(zip(STAGES[1:], STAGES[:-1], strict=True))
 TASKS_PER_CALL = 50
 REVIEW_PER_CALL = 50
 MIN_ACTIVE_CHILDREN = 3
+PATCH_EARLY_CHILD = "images-start-without-a-full-group"
 CREDIT_ERROR = "Insufficient credits"
 
 
@@ -667,7 +668,11 @@ class AutomationRunWorkflow:
         if len(img.active) >= self._children_wanted(plan):
             return False
         full_group = len(img.pending) >= plan.image_batch_size
-        return full_group or self._stage_done("image_prompts")
+        if full_group or self._stage_done("image_prompts"):
+            return True
+        # With no child running the image model idles: start one with what is ready
+        # rather than wait for a full group (histories before this patch waited).
+        return not img.active and workflow.patched(PATCH_EARLY_CHILD)
 
     def _children_wanted(self, plan: RunPlan) -> int:
         """Enough child batches at once to keep the image model's slots busy: each keeps
