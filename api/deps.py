@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
+from api.dashboard.session import cookie_account
 from api.errors import TemporalUnavailable
 from core.settings import Settings
 from domain.accounts import authenticate
@@ -163,10 +164,17 @@ def bearer_token(request: Request) -> str:
 def current_account(
     request: Request,
     engine: EngineDep,
+    settings: SettingsDep,
     _doc: Annotated[object, Depends(_account_scheme)],
 ) -> int:
     """The id of the account whose active key signed the request (a `def`: it reads the
-    database, so FastAPI runs it in the thread pool)."""
+    database, so FastAPI runs it in the thread pool). Without an Authorization header,
+    the dashboard's signed session cookie signs it instead (same-origin browser calls;
+    unsafe methods need its CSRF token: api/dashboard/session.py)."""
+    if "authorization" not in request.headers:
+        cookie_id = cookie_account(request, engine, settings)
+        if cookie_id is not None:
+            return cookie_id
     account_id = authenticate(engine, bearer_token(request))
     if account_id is None:
         raise _unauthorized(INVALID_KEY)

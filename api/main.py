@@ -13,15 +13,18 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from pydantic.json_schema import models_json_schema
 
+from api.dashboard.routes import install_dashboard
 from api.deps import set_thread_limit
 from api.errors import document_undecodable_bodies, install_error_handlers
+from api.observability import bind_path_ids, wire
 from api.routes import api_router
 from api.run_events import RunEvents
 from api.schemas import OPENAPI_EXTRA_MODELS
 from api.temporal import TemporalConnector
+from core.observability import Observability
 from core.settings import Settings, get_settings
 from domain.ledger import Ledger
 from models.db import make_engine
@@ -77,7 +80,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool sized to the database pool; the engine is disposed on exit."""
     settings: Settings = app.state.settings
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    connector = TemporalConnector(settings, enabled=app.state.connect_temporal)
+    obs: Observability | None = app.state.observability
+    connector = TemporalConnector(
+        settings,
+        enabled=app.state.connect_temporal,
+        client_options=obs.client_options() if obs else None,
+    )
+    if obs is not None:  # /metrics on API_METRICS_PORT (0: not served)
+        obs.serve(settings.api_metrics_port)
     set_thread_limit(settings)
     app.state.engine = engine
     app.state.ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
@@ -91,6 +101,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.run_events.close()
         app.state.temporal = None
         engine.dispose()
+        if obs is not None:
+            obs.stop_servers()
 
 
 def _with_extra_schemas(app: FastAPI) -> None:
@@ -115,9 +127,21 @@ def _with_extra_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings | None = None, *, connect_temporal: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    connect_temporal: bool = True,
+    observability: Observability | None = None,
+) -> FastAPI:
     """The API for `settings` (default: the environment). `connect_temporal=False` keeps
-    the app from ever dialling Temporal (tests, offline tools)."""
+    the app from ever dialling Temporal (tests, offline tools).
+
+    Without `settings` this is the API process itself (`uvicorn … --factory`): it sets up
+    its logs (LOG_FORMAT), traces (OTEL_EXPORTER_OTLP_ENDPOINT) and metrics
+    (API_METRICS_PORT). Tests pass settings, and an `observability` when they want one."""
+    if settings is None and observability is None:
+        settings = get_settings()
+        observability = Observability.setup(settings, "api", metrics_port=settings.api_metrics_port)
     app = FastAPI(
         title="igny8 API",
         version=_version(),
@@ -128,8 +152,11 @@ def create_app(settings: Settings | None = None, *, connect_temporal: bool = Tru
     )
     app.state.settings = settings or get_settings()
     app.state.connect_temporal = connect_temporal
+    app.state.observability = observability
     install_error_handlers(app)
-    app.include_router(api_router, prefix=API_PREFIX)
+    wire(app, observability)
+    app.include_router(api_router, prefix=API_PREFIX, dependencies=[Depends(bind_path_ids)])
+    install_dashboard(app)  # the web dashboard at / (api/dashboard/)
     _with_extra_schemas(app)
     return app
 
