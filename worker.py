@@ -25,6 +25,8 @@ from activities.provider_gate import ProviderGate
 from activities.publishing import PokeActivities, PublishingActivities, poke_publisher
 from activities.runs import RunActivities
 from activities.text import TextActivities
+from core.logs import configure_logging
+from core.observability import LogContextInterceptor, Observability, WorkerHealth
 from core.settings import Settings, get_settings
 from core.temporal import DATA_CONVERTER
 from domain.ledger import Ledger
@@ -114,10 +116,15 @@ def build_activities(
     ]
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, obs: Observability | None = None) -> Client:
+    """The worker's client; with `obs`, traced and exporting the SDK's metrics (workers
+    built on it inherit the tracing interceptor)."""
     address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     return await Client.connect(
-        address, namespace=settings.temporal_namespace, data_converter=DATA_CONVERTER
+        address,
+        namespace=settings.temporal_namespace,
+        data_converter=DATA_CONVERTER,
+        **(obs.client_options() if obs else {}),
     )
 
 
@@ -138,6 +145,7 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=settings.activity_concurrency,
         max_concurrent_activity_task_polls=settings.activity_task_pollers,
+        interceptors=[LogContextInterceptor()],
     )
 
 
@@ -163,15 +171,29 @@ async def wake_publishers(client: Client, task_queue: str, engine: Any) -> None:
 
 
 async def run_worker(settings: Settings | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then finish in-flight work and stop."""
+    """Run until SIGINT/SIGTERM, then finish in-flight work and stop. Metrics and the
+    health probes are served on WORKER_METRICS_PORT / WORKER_HEALTH_PORT when set."""
     settings = settings or get_settings()
+    obs = Observability.setup(
+        settings, "worker", configure_logs=False, metrics_port=settings.worker_metrics_port
+    )
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    client = await connect(settings)
+    client = await connect(settings, obs)
+    health = WorkerHealth(engine, client)
+    obs.serve(
+        settings.worker_metrics_port,
+        settings.worker_health_port,
+        live=health.live,
+        ready=health.ready,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
+        stack.callback(obs.shutdown)
+        checks = asyncio.create_task(health.run())
+        stack.callback(checks.cancel)
         providers = ProviderRegistry.from_settings(settings)
         stack.push_async_callback(providers.aclose)
         executor = stack.enter_context(
@@ -184,15 +206,17 @@ async def run_worker(settings: Settings | None = None) -> None:
         async with worker:
             await ensure_hold_sweeper(client, settings.task_queue)
             await wake_publishers(client, settings.task_queue, engine)
+            health.polling = True
             await stop.wait()
+            health.polling = False  # draining: not ready for new work
     engine.dispose()
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    asyncio.run(run_worker())
+    """`python worker.py` / `igny8 worker`: logs as LOG_FORMAT says, then run."""
+    settings = get_settings()
+    configure_logging(settings, "worker")
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.common import Frozen, heartbeating, non_retryable
 from activities.provider_gate import ProviderGate, SlotDeferred, SlotWaitTimeout
+from core import metrics
 from domain.images import in_article_count, resolve_image_model
 from domain.pricing import ModelUnavailable, billed_usd, image_cost_usd, load_billing_defaults
 from models.db import utcnow
@@ -405,10 +406,16 @@ class ImageActivities:
                 if retry and (stored := await self._blocking(self._stored, inp.image_id)):
                     return stored
                 started = time.monotonic()
-                result = await self.providers.image(inp.provider).generate_image(
-                    model=inp.model_name, prompt=inp.prompt, size=inp.size
-                )
+                try:
+                    result = await self.providers.image(inp.provider).generate_image(
+                        model=inp.model_name, prompt=inp.prompt, size=inp.size
+                    )
+                except Exception as exc:
+                    elapsed = time.monotonic() - started
+                    metrics.count_provider_call(inp.provider, inp.model_name, elapsed, exc)
+                    raise
                 elapsed = time.monotonic() - started
+                metrics.count_provider_call(inp.provider, inp.model_name, elapsed)
         except (SlotDeferred, SlotWaitTimeout):
             return GenerateImageOutput(image_id=inp.image_id, status="deferred")
         return result.data, result.mime_type, result.provider_cost_usd, elapsed
@@ -440,6 +447,9 @@ class ImageActivities:
             self.store.discard_partial(key)
         self.store.put(key, data, mime)  # atomic: a crash leaves no half-written image
         with self.engine.begin() as conn:
+            before = conn.execute(
+                select(IMAGES.c.status).where(IMAGES.c.id == inp.image_id)
+            ).scalar_one_or_none()
             conn.execute(
                 update(IMAGES)
                 .where(IMAGES.c.id == inp.image_id)
@@ -455,6 +465,8 @@ class ImageActivities:
                     updated_at=utcnow(),
                 )
             )
+        if before != "generated":  # committed, and not a retry re-storing a stored image
+            metrics.IMAGES.labels(inp.model_name, "generated").inc()
         return key
 
     # ---- failures and the end ------------------------------------------------------------
@@ -471,21 +483,33 @@ class ImageActivities:
             ).first()
             if row is not None and row.status == "generated" and not inp.withdraw:
                 return MarkFailedOutput(stored=True, cost_usd=Decimal(row.cost_usd))
-            self._fail_row(conn, inp.image_id, inp.error)
+            failed = self._fail_row(conn, inp.image_id, inp.error)
+        self._count_failed(failed)
         if row is not None and row.file_path and inp.withdraw:
             self.store.delete(row.file_path)
         return MarkFailedOutput(stored=False)
 
     def _mark_failed(self, image_id: int, error: str) -> None:
         with self.engine.begin() as conn:
-            self._fail_row(conn, image_id, error, only_unfinished=True)
+            failed = self._fail_row(conn, image_id, error, only_unfinished=True)
+        self._count_failed(failed)
+
+    @staticmethod
+    def _count_failed(model_name: str | None) -> None:
+        if model_name is not None:
+            metrics.IMAGES.labels(model_name or "unknown", "failed").inc()
 
     def _fail_row(
         self, conn: Connection, image_id: int, error: str, only_unfinished: bool = False
-    ) -> None:
+    ) -> str | None:
+        """Fail the row; returns its model name ("" when unset) if it was not failed
+        before (a fact to count once committed), else None."""
         where = [IMAGES.c.id == image_id]
         if only_unfinished:
             where.append(IMAGES.c.status != "generated")
+        before = conn.execute(
+            select(IMAGES.c.status, IMAGES.c.model_name, IMAGES.c.batch_id).where(*where)
+        ).first()
         conn.execute(
             update(IMAGES)
             .where(*where)
@@ -497,6 +521,14 @@ class ImageActivities:
                 updated_at=utcnow(),
             )
         )
+        if before is None or before.status == "failed":
+            return None
+        model = before.model_name
+        if not model and before.batch_id:  # never stored: the batch's model
+            model = conn.execute(
+                select(BATCHES.c.model_name).where(BATCHES.c.batch_id == before.batch_id)
+            ).scalar_one_or_none()
+        return model or ""
 
     @activity.defn(name="finish_image_batch")
     def finish_image_batch(self, inp: FinishBatchInput) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core import metrics
 from domain.provider_slots import Attempt, SlotPool
 from models.db import utcnow
 
@@ -131,7 +132,7 @@ class ProviderGate:
         slot_no = await self._wait(model, state, workflow_id, max_wait_s)
         started = asyncio.get_running_loop().time()
         try:
-            await self._wait_out_back_off(state)
+            await self._wait_out_back_off(model, state)
             yield slot_no
         finally:
             held = asyncio.get_running_loop().time() - started
@@ -141,6 +142,7 @@ class ProviderGate:
 
     async def back_off(self, model: str, seconds: float) -> None:
         """Every caller of `model`, in every process, waits `seconds` (a 429's Retry-After)."""
+        metrics.RETRY_AFTER_SECONDS.labels(model).observe(seconds)
         until = await self._blocking(self.pool.back_off, model, seconds)
         state = self._models.setdefault(model, _Model())
         state.blocked_until = max(until, state.blocked_until or until)
@@ -211,10 +213,11 @@ class ProviderGate:
         elif not future.cancelled() and future.exception() is None:
             self._spawn(self._give_back(model, state, future.result()))
 
-    async def _wait_out_back_off(self, state: _Model) -> None:
+    async def _wait_out_back_off(self, model: str, state: _Model) -> None:
         if state.blocked_until is not None:
             delay = (state.blocked_until - utcnow()).total_seconds()
             if delay > 0:
+                metrics.BACKOFF_WAIT_SECONDS.labels(model).observe(delay)
                 await asyncio.sleep(delay)
 
     async def _serve(self, model: str, state: _Model) -> None:

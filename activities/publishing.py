@@ -20,6 +20,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.common import Frozen
+from core import metrics
+from core.logs import register_secret
 from domain import tasklogs
 from domain.secrets import decrypt
 from models.db import utcnow
@@ -246,7 +248,10 @@ class PublishingActivities:
         """Published: the article's state, and a `content_published` notification."""
         with self.engine.begin() as conn:
             at = inp.published_at or utcnow()
+            before = self._site_status(conn, inp.content_id)
             row = self._mark(conn, inp.content_id, "published", published_at=at)
+        if before != "published":  # committed; a retried finish counts nothing
+            metrics.PUBLISH.labels("published").inc()
         tasklogs.notify(
             self.engine,
             account_id=row.account_id,
@@ -264,7 +269,10 @@ class PublishingActivities:
         """Retries ran out: failed, with the error, and a `content_publish_failed`
         notification (keyed by the attempt's time of failure: each failure is news)."""
         with self.engine.begin() as conn:
+            before = self._site_status(conn, inp.content_id)
             row = self._mark(conn, inp.content_id, "failed", publish_error=inp.error[:4000])
+        if before != "failed":
+            metrics.PUBLISH.labels("failed").inc()
         tasklogs.notify(
             self.engine,
             account_id=row.account_id,
@@ -312,6 +320,7 @@ class PublishingActivities:
                 non_retryable=True,
             )
         password = decrypt(row.password_encrypted, self.secret_key)
+        register_secret(password)  # never in a log line of this process
         return self.client_factory(row.base_url, row.username, password)
 
     async def _call(self, awaitable: Any) -> Any:
@@ -345,6 +354,12 @@ class PublishingActivities:
                 .where(CONTENT.c.id == content_id)
                 .values(external_id=str(post.id), external_url=post.link, updated_at=utcnow())
             )
+
+    @staticmethod
+    def _site_status(conn: Any, content_id: int) -> str | None:
+        return conn.execute(
+            select(CONTENT.c.site_status).where(CONTENT.c.id == content_id)
+        ).scalar_one_or_none()
 
     def _mark(self, conn: Any, content_id: int, status: str, **values: Any) -> Any:
         conn.execute(

@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities.common import Frozen, heartbeating, non_retryable
 from activities.provider_gate import ProviderGate, SlotDeferred, SlotWaitTimeout
 from activities.text_functions import TEXT_FUNCTIONS, Call, ItemGone, TextFunction, TextItem
+from core import metrics
 from domain.ai_functions import UnknownAIFunction, ai_function
 from domain.pricing import (
     ModelPricing,
@@ -219,15 +220,22 @@ class TextActivities:
             max_wait_s=inp.slot_wait_s,
         ):
             started = time.monotonic()
-            result = await self.providers.text(model.provider).complete_json(
-                model=model.model_name,
-                system=call.prompt.system,
-                prompt=call.prompt.user,
-                schema_name=call.schema_name,
-                schema=call.schema,
-                max_output_tokens=call.max_output_tokens,
-            )
-            return result, time.monotonic() - started
+            try:
+                result = await self.providers.text(model.provider).complete_json(
+                    model=model.model_name,
+                    system=call.prompt.system,
+                    prompt=call.prompt.user,
+                    schema_name=call.schema_name,
+                    schema=call.schema,
+                    max_output_tokens=call.max_output_tokens,
+                )
+            except Exception as exc:
+                elapsed = time.monotonic() - started
+                metrics.count_provider_call(model.provider, model.model_name, elapsed, exc)
+                raise
+            elapsed = time.monotonic() - started
+            metrics.count_provider_call(model.provider, model.model_name, elapsed)
+            return result, elapsed
 
     def _load(self, spec: TextFunction, inp: TextCallInput) -> Call:
         with self.engine.connect() as conn:
@@ -253,6 +261,7 @@ class TextActivities:
             if recorded is None:
                 raise
             return recorded
+        _count_item(spec.fn.name, "done")
         return TextCallOutput(
             item_id=inp.item_id,
             status="done",
@@ -303,7 +312,8 @@ class TextActivities:
             with self.engine.begin() as conn:
                 self._insert_call(conn, spec, inp, key, "failed", None, 0, Decimal("0"), {}, error)
         except IntegrityError:
-            pass  # already recorded
+            return  # already recorded (and counted)
+        _count_item(spec.fn.name, "failed")
 
     def _recorded(self, key: str, item_id: int) -> TextCallOutput | None:
         with self.engine.connect() as conn:
@@ -337,6 +347,13 @@ class TextActivities:
                 .where(CALLS.c.idempotency_key == key)
                 .values(status="withdrawn", error=inp.error[:2000])
             )
+
+
+def _count_item(function_name: str, outcome: str) -> None:
+    """A text item's answer recorded (once: a replay finds the record and counts nothing)."""
+    metrics.AI_ITEMS.labels(function_name, outcome).inc()
+    if function_name == "generate_content":
+        metrics.ARTICLES.labels("generated" if outcome == "done" else outcome).inc()
 
 
 def _spec(function_name: str) -> TextFunction:

@@ -45,6 +45,10 @@ class HealthPublic(BaseModel):
     temporal: Literal["ok", "unavailable"]
 
 
+class LivenessPublic(BaseModel):
+    status: Literal["ok"]
+
+
 # ---- admin -----------------------------------------------------------------------
 class AccountCreateIn(AccountCreate):
     """`AccountCreate` with a non-blank name and an opening balance the ledger can hold."""

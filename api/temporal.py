@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 
@@ -35,8 +36,12 @@ class TemporalConnector:
         enabled: bool = True,
         timeout_seconds: float = 3.0,
         retry_seconds: float = 15.0,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
+        """`client_options`: more `Client.connect` arguments (tracing interceptors, the
+        runtime exporting the SDK's metrics: core.observability)."""
         self.settings = settings
+        self.client_options = client_options or {}
         self.enabled = enabled
         self.timeout_seconds = timeout_seconds
         self.retry_seconds = retry_seconds
@@ -57,6 +62,7 @@ class TemporalConnector:
                     namespace=self.settings.temporal_namespace,
                     data_converter=DATA_CONVERTER,
                     connect_timeout=timedelta(seconds=self.timeout_seconds),
+                    **self.client_options,
                 ),
                 timeout=self.timeout_seconds + 1,
             )

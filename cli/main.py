@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -85,8 +84,7 @@ def worker() -> None:
     """Run the Temporal worker (workflows and activities) until Ctrl-C."""
     import worker as worker_module
 
-    _setup_logging()
-    asyncio.run(worker_module.run_worker())
+    worker_module.main()  # logs as LOG_FORMAT says, metrics and health as configured
 
 
 @app.command()

@@ -26,6 +26,30 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json`: one JSON object per log line, with the ids it is about"
+    )
+
+    # Operations: 0 (the default) serves nothing, so tests and `igny8 up` never collide.
+    worker_metrics_port: int = Field(
+        default=0, ge=0, description="A worker's /metrics (igny8's and the Temporal SDK's); 0 = off"
+    )
+    worker_health_port: int = Field(
+        default=0,
+        ge=0,
+        description="A worker's /health/live and /health/ready; may equal the metrics port",
+    )
+    api_metrics_port: int = Field(
+        default=0, ge=0, description="The API's /metrics, apart from its public port; 0 = off"
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Where the metrics and health ports listen"
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector (e.g. http://otel-collector:4318); unset = no tracing",
+    )
+    otel_service_name: str = "igny8"
 
     data_dir: Path = Field(
         default=DATA_DIR,
@@ -58,6 +82,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
+
     admin_api_key: SecretStr = SecretStr("dev-admin-key")
     secret_key: SecretStr = SecretStr("dev-secret-key")
 
@@ -86,7 +111,13 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Concurrent activity polls: a wave of C images starts at once"
     )
 
-    @field_validator("openai_api_key", "runware_api_key", "openai_base_url", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "runware_api_key",
+        "openai_base_url",
+        "otel_exporter_otlp_endpoint",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`OPENAI_API_KEY=` (empty) means no key: use the simulator, not a blank key."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select, update
 
+from core.logs import bind_log_context
 from domain.ledger import Ledger
 from models.accounts import Account, ApiKey
 from models.db import utcnow
@@ -90,7 +91,10 @@ def authenticate(engine: Engine, api_key: str) -> int | None:
                 ACCOUNTS.c.is_active.is_(True),
             )
         ).first()
-    return row.account_id if row else None
+    if row is None:
+        return None
+    bind_log_context(account_id=row.account_id)  # this request's (or job's) log lines
+    return row.account_id
 
 
 def deactivate_key(engine: Engine, api_key: str) -> None:

@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from core import metrics
 from models.accounts import Account
 from models.billing import CreditReservation, CreditTransaction, CreditUsageLog
 from models.db import UTCDateTime, usd_sum, utcnow
@@ -220,23 +221,27 @@ class Ledger:
     ) -> TxResult:
         """Add credits once per key (a replayed top-up credits once)."""
         _positive(amount, "A top-up")
-        return self._with_replay(
+        result = self._with_replay(
             lambda conn: self._credit(
                 conn, account_id, amount, idempotency_key, description, transaction_type, details
             ),
             lambda conn: self._replay_tx(conn, idempotency_key, account_id, amount),
         )
+        _count_added(result, transaction_type)
+        return result
 
     def refund(
         self, account_id: int, amount: int, idempotency_key: str, *, description: str
     ) -> TxResult:
         _positive(amount, "A refund")
-        return self._with_replay(
+        result = self._with_replay(
             lambda conn: self._credit(
                 conn, account_id, amount, idempotency_key, description, "refund", None
             ),
             lambda conn: self._replay_tx(conn, idempotency_key, account_id, amount),
         )
+        _count_added(result, "refund")
+        return result
 
     def credit_in(
         self,
@@ -248,9 +253,11 @@ class Ledger:
     ) -> TxResult:
         """A purchase inside the caller's transaction (account creation books its opening credits)."""
         _positive(amount, "A top-up")
-        return self._credit(
+        result = self._credit(
             conn, account_id, amount, idempotency_key, description, "purchase", None
         )
+        _count_added(result, "purchase")  # the caller's transaction commits it
+        return result
 
     def _credit(
         self,
@@ -301,13 +308,15 @@ class Ledger:
         """Hold `amount` credits, or raise InsufficientCredits with required and available."""
         _positive(amount, "A reservation")
         ttl = timedelta(seconds=ttl_seconds) if ttl_seconds else self.hold_ttl
+        expired: list[int] = []  # credits of expired holds this attempt closed
 
         def attempt(conn: Connection) -> HoldResult:
+            expired.clear()
             replay = self._replay_hold(conn, idempotency_key, account_id, amount)
             if replay is not None:
                 return replay
             now = self.clock()
-            self._expire_account_holds(conn, account_id, now)
+            expired.append(self._expire_account_holds(conn, account_id, now))
             row = conn.execute(
                 update(ACCOUNTS)
                 .where(
@@ -342,14 +351,29 @@ class Ledger:
             ).scalar_one()
             return HoldResult(hold_id, amount, expires, replayed=False)
 
-        return self._with_replay(
-            attempt, lambda conn: self._replay_hold(conn, idempotency_key, account_id, amount)
-        )
+        try:
+            result = self._with_replay(
+                attempt, lambda conn: self._replay_hold(conn, idempotency_key, account_id, amount)
+            )
+        except InsufficientCredits:
+            metrics.CREDIT_REFUSALS.labels("reserve").inc()
+            raise
+        if sum(expired):  # committed with the reservation
+            metrics.CREDITS_RELEASED.labels("expired").inc(sum(expired))
+        if not result.replayed:
+            metrics.CREDITS_RESERVED.labels(operation_type or "unknown").inc(amount)
+        return result
 
     def release(self, hold_id: int) -> ReleaseResult:
         """Close the hold and give back every credit it did not consume; idempotent."""
+        return self._release_counted(hold_id, "released")
+
+    def _release_counted(self, hold_id: int, reason: str) -> ReleaseResult:
         with self.engine.begin() as conn:
-            return self._release(conn, hold_id)
+            result = self._release(conn, hold_id)
+        if not result.replayed and result.released:  # an open hold has released nothing yet
+            metrics.CREDITS_RELEASED.labels(reason).inc(result.released)
+        return result
 
     def _release(self, conn: Connection, hold_id: int) -> ReleaseResult:
         hold = self._lock_hold(conn, hold_id)  # the hold first, then the account row
@@ -411,10 +435,10 @@ class Ledger:
                 .all()
             )
         for hold_id in ids:
-            self.release(hold_id)
+            self._release_counted(hold_id, "expired")
         return len(ids)
 
-    def _expire_account_holds(self, conn: Connection, account_id: int, now: datetime) -> None:
+    def _expire_account_holds(self, conn: Connection, account_id: int, now: datetime) -> int:
         """Close the account's expired holds before reserving. All of them are locked in one
         statement, in id order, and their credits go back in one account update after:
         releasing them one by one would lock the second hold while holding the account
@@ -432,6 +456,7 @@ class Ledger:
             stmt = stmt.with_for_update()
         freed = sum(self._close_hold(conn, hold) for hold in conn.execute(stmt).all())
         self._unreserve(conn, account_id, freed)
+        return freed
 
     def _lock_hold(self, conn: Connection, hold_id: int) -> Any:
         stmt = select(HOLDS).where(HOLDS.c.id == hold_id)
@@ -464,12 +489,18 @@ class Ledger:
         """Charge `amount` once per key, consuming the hold first; with its usage log."""
         _positive(amount, "A deduction")
         deduct = self._deduct_pg if self._pg else self._deduct
-        return self._with_replay(
-            lambda conn: deduct(
-                conn, account_id, amount, idempotency_key, usage, hold_id, description
-            ),
-            lambda conn: self._replay_deduction(conn, idempotency_key, account_id, amount),
-        )
+        try:
+            result = self._with_replay(
+                lambda conn: deduct(
+                    conn, account_id, amount, idempotency_key, usage, hold_id, description
+                ),
+                lambda conn: self._replay_deduction(conn, idempotency_key, account_id, amount),
+            )
+        except InsufficientCredits:
+            metrics.CREDIT_REFUSALS.labels("deduct").inc()
+            raise
+        _count_deduction(result, usage)
+        return result
 
     def deduct_many(
         self, account_id: int, items: list[DeductItem]
@@ -485,12 +516,16 @@ class Ledger:
             try:
                 with self.engine.begin() as conn:
                     self._lock_holds(conn, {i.hold_id for i in items if i.hold_id is not None})
-                    return [
+                    batch = [
                         deduct(conn, account_id, i.amount, i.key, i.usage, i.hold_id, i.description)
                         for i in items
                     ]
             except (IntegrityError, LedgerError):
                 pass  # settle them one at a time below
+            else:  # committed: count each deduction (the fallback below counts its own)
+                for item, result in zip(items, batch, strict=True):
+                    _count_deduction(result, item.usage)
+                return list(batch)
         results: list[DeductionResult | LedgerError] = []
         for i in items:
             try:
@@ -696,6 +731,7 @@ class Ledger:
                 result = replay(conn)
             if result is None:
                 raise
+            metrics.LEDGER_CONFLICTS.labels("concurrent_replay").inc()
             return result
 
     def _replay_tx(
@@ -705,6 +741,7 @@ class Ledger:
         if row is None:
             return None
         if row.account_id != account_id or row.amount != amount:
+            metrics.LEDGER_CONFLICTS.labels("key_reused").inc()
             raise IdempotencyConflict(
                 f"Idempotency key '{key}' was already used for {row.amount} credits "
                 f"on account {row.account_id}; refusing {amount} on account {account_id}"
@@ -729,10 +766,23 @@ class Ledger:
         if row is None:
             return None
         if row.account_id != account_id or row.amount != amount:
+            metrics.LEDGER_CONFLICTS.labels("key_reused").inc()
             raise IdempotencyConflict(
                 f"Hold key '{key}' was already used for {row.amount} credits; refusing {amount}"
             )
         return HoldResult(row.id, row.amount, row.expires_at, replayed=True)
+
+
+def _count_added(result: TxResult, transaction_type: str) -> None:
+    if not result.replayed:
+        metrics.CREDITS_ADDED.labels(transaction_type).inc(result.amount)
+
+
+def _count_deduction(result: DeductionResult, usage: Usage) -> None:
+    """A committed deduction, once: a replay found the first one and adds nothing."""
+    if not result.replayed:
+        metrics.CREDITS_CHARGED.labels(usage.operation_type).inc(result.amount)
+        metrics.DEDUCTIONS.labels(usage.operation_type).inc()
 
 
 PG_DEDUCT = text(

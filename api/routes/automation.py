@@ -31,6 +31,8 @@ from api.errors import TemporalUnavailable, error_responses
 from api.pagination import Page, PageDep, paginate
 from api.run_events import FINAL, RunEvents
 from api.scoping import MAX_ID
+from core import metrics
+from core.logs import bind_log_context
 from domain.automation import active_run, claim_site
 from domain.ledger import Ledger
 from models.runs import AutomationRun
@@ -145,6 +147,8 @@ async def start_run(
         with anyio.CancelScope(shield=True):  # no claimed site without a workflow
             await run_in_threadpool(_forget, engine, run_id)
         raise
+    metrics.WORKFLOWS_STARTED.labels("automation_run").inc()
+    bind_log_context(run_id=run_id, site_id=body.site_id)
     return RunStarted(run_id=run_id, status="running")
 
 

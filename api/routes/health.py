@@ -1,18 +1,26 @@
-"""Liveness and dependencies: always 200, so a load balancer can tell "degraded" apart
-from "down" by reading the body instead of guessing from a status code."""
+"""Health, three ways:
+
+- `GET /health`: the dependencies, always 200, so a person or a dashboard can tell
+  "degraded" apart from "down" by reading the body;
+- `GET /health/live`: liveness for an orchestrator: 200 while the process serves
+  requests (restart it when this stops answering); it checks nothing else, so an outage of
+  the database or Temporal never gets healthy API processes restarted;
+- `GET /health/ready`: readiness: 200 only when the database and Temporal both answer,
+  else 503 with the same body as `/health` (take the process out of the load balancer).
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 
 from api.deps import EngineDep, TemporalDep
-from api.schemas import HealthPublic
+from api.schemas import HealthPublic, LivenessPublic
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("igny8.api")
@@ -47,3 +55,23 @@ async def health(engine: EngineDep, temporal: TemporalDep) -> HealthPublic:
     temporal_state = await check_temporal(temporal)
     status = "ok" if database == "ok" and temporal_state == "ok" else "degraded"
     return HealthPublic(status=status, database=database, temporal=temporal_state)
+
+
+@router.get("/health/live", response_model=LivenessPublic, summary="Liveness probe")
+async def live() -> LivenessPublic:
+    """200 while the process serves requests; checks no dependency."""
+    return LivenessPublic(status="ok")
+
+
+@router.get(
+    "/health/ready",
+    response_model=HealthPublic,
+    summary="Readiness probe",
+    responses={503: {"model": HealthPublic, "description": "The database or Temporal is down"}},
+)
+async def ready(engine: EngineDep, temporal: TemporalDep, response: Response) -> HealthPublic:
+    """200 when the database and Temporal both answer; else 503 saying which did not."""
+    body = await health(engine, temporal)
+    if body.status != "ok":
+        response.status_code = 503
+    return body

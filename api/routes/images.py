@@ -32,6 +32,8 @@ from api.deps import (
 from api.errors import TemporalUnavailable, error_responses, unprocessable
 from api.schemas import ErrorMessage
 from api.scoping import id_path
+from core import metrics
+from core.logs import bind_log_context
 from domain.images import BatchQuote, quote_batch
 from domain.ledger import InsufficientCredits, Ledger
 from models.db import utcnow
@@ -160,6 +162,8 @@ async def create_batch(
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(_forget_batch, engine, batch_id)
         raise
+    metrics.WORKFLOWS_STARTED.labels("image_batch").inc()
+    bind_log_context(batch_id=batch_id, site_id=quote.site_id)
     return BatchStarted(
         batch_id=batch_id, status="running", images=quote.images, credits_quoted=quote.credits
     )
