@@ -455,19 +455,39 @@ def up(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     _print_urls(stack, key)
+    wordpress = None
     try:
+        publishing = None
         if demo:
+            wordpress = _demo_wordpress(stack, key)
             _run_demo_automation(stack.api_url, key)
+            publishing = _publish_demo(stack.api_url, key, wordpress, count=DEMO_POSTS)
         console.print("running; press Ctrl-C to stop")
-        while not stack.dead_children():
-            time.sleep(0.5)
+        _keep_running(stack, key, publishing)
         dead = ", ".join(f"{c.name} (see {c.log_path})" for c in stack.dead_children())
         console.print(f"[red]stopped because a child exited: {dead}[/red]")
     except KeyboardInterrupt:
         console.print("\nstopping…")
     finally:
+        if wordpress is not None:
+            wordpress.stop()
         stack.stop()
         console.print("all stopped")
+
+
+def _keep_running(stack: Any, key: str, publishing: Any) -> None:
+    """Until a child dies: report the demo's scheduled posts as they go out."""
+    from cli.demo_publish import DemoPublishing
+
+    last_look = 0.0
+    while not stack.dead_children():
+        pending = isinstance(publishing, DemoPublishing) and not publishing.finished
+        if pending and time.monotonic() - last_look > 2.0:
+            last_look = time.monotonic()
+            with _api_errors(), _client(stack.api_url, key) as client:
+                for item in publishing.newly_final(client):
+                    _print_published(item)
+        time.sleep(0.5)
 
 
 @app.command("demo")
@@ -482,12 +502,95 @@ def demo_cmd() -> None:
     stack = Stack(settings)
     with console.status("starting the embedded stack…"):
         stack.start_all()
+    wordpress = None
     try:
+        wordpress = _demo_wordpress(stack, key)
         final = _run_demo_automation(stack.api_url, key)
+        publishing = _publish_demo(stack.api_url, key, wordpress, count=1)
+        published = _wait_demo_posts(stack.api_url, key, publishing)
     finally:
+        if wordpress is not None:
+            wordpress.stop()
         stack.stop()
     _print_operator_queries()
-    raise typer.Exit(0 if final["status"] == "completed" else 1)
+    raise typer.Exit(0 if final["status"] == "completed" and published else 1)
+
+
+DEMO_POSTS = 3  # `make run` publishes three articles, a minute apart (the slot rules)
+
+
+def _demo_wordpress(stack: Any, key: str) -> Any:
+    """A local WordPress (real when it can run here, else the fake), connected to the
+    demo site through the API."""
+    from cli.demo_publish import connect_site, start_demo_wordpress
+
+    with console.status("starting a local WordPress…"):
+        wordpress = start_demo_wordpress(stack.settings, console.print)
+    try:
+        with _api_errors(), _client(stack.api_url, key) as client:
+            site = api_call_sites(client)[0]
+            message = connect_site(client, site["id"], wordpress)
+    except BaseException:
+        wordpress.stop()
+        raise
+    console.print(f"{wordpress.kind} at {wordpress.url}: {message}")
+    return wordpress
+
+
+def api_call_sites(client: httpx.Client) -> list[dict[str, Any]]:
+    from cli.progress import api_call
+
+    return list(api_call(client, "GET", "/api/v1/sites")["data"])
+
+
+def _publish_demo(api_url: str, key: str, wordpress: Any, count: int) -> Any:
+    """Approve and schedule the demo's newest articles a minute apart; the publisher
+    workflow posts each at its slot."""
+    from cli.demo_publish import schedule_articles
+
+    with _api_errors(), _client(api_url, key) as client:
+        site = api_call_sites(client)[0]
+        publishing = schedule_articles(client, site["id"], count)
+    if not publishing.content_ids:
+        console.print("no article awaits review: nothing to publish")
+        return publishing
+    console.print(
+        f"scheduled {len(publishing.content_ids)} article(s) for {wordpress.kind} at "
+        f"{wordpress.url}, a minute apart from now; calendar: GET "
+        f"/api/v1/sites/{site['id']}/calendar"
+    )
+    return publishing
+
+
+def _wait_demo_posts(api_url: str, key: str, publishing: Any) -> bool:
+    """Wait for the scheduled articles, print the site's calendar; all published?"""
+    from cli.demo_publish import calendar_today, wait_published
+
+    final: list[dict[str, Any]] = []
+
+    def report(item: dict[str, Any]) -> None:
+        final.append(item)
+        _print_published(item)
+
+    with _api_errors(), _client(api_url, key) as client:
+        with console.status("waiting for the publisher workflow…"):
+            done = wait_published(client, publishing, report, timeout_s=180)
+        items = calendar_today(client, publishing.site_id)
+    table = Table("day", "status", "title", "link", title="calendar (yesterday to next week)")
+    for item in items:
+        table.add_row(item["day"], item["site_status"], item["title"], item["external_url"] or "")
+    console.print(table)
+    return done and all(item["site_status"] == "published" for item in final)
+
+
+def _print_published(item: dict[str, Any]) -> None:
+    if item["site_status"] == "published":
+        console.print(f"[green]published[/green] '{item['title']}' → {item['external_url']}")
+    else:
+        console.print(
+            f"[red]publishing failed[/red] '{item['title']}' (content {item['id']}): see "
+            "GET /api/v1/notifications"
+        )
 
 
 def _prepare() -> None:

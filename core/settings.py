@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
+    demo_wordpress_port: int = Field(
+        default=8881,
+        description="Where `make run` serves its local WordPress (the fake's port is free-chosen)",
+    )
 
     admin_api_key: SecretStr = SecretStr("dev-admin-key")
     secret_key: SecretStr = SecretStr("dev-secret-key")

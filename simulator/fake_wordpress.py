@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import html
 import re
 import socket
 import threading
@@ -33,7 +34,7 @@ from typing import Any
 
 import uvicorn
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 DEFAULT_USER = "igny8"
@@ -165,7 +166,7 @@ class FakeWordPress:
             return self._file(path)
         rest = self._rest_route(request)
         if rest is None:
-            return Response("<html><body>Not WordPress here</body></html>", 404)
+            return self._post_page(path)
         name, handler, args = self._match(request.method, rest)
         with self._lock:
             self.state.calls[name] = self.state.calls.get(name, 0) + 1
@@ -177,6 +178,31 @@ class FakeWordPress:
         if fault and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         return response
+
+    def _post_page(self, path: str) -> Response:
+        """A published post's `link` opens (the demo's calendar links to it): its title,
+        featured image and html, as a theme would show them."""
+        slug = path.strip("/")
+        with self._lock:
+            post = next(
+                (p for p in self.state.posts if p["slug"] == slug and p["status"] == "publish"),
+                None,
+            )
+            media = {m["id"]: m for m in self.state.media}
+        if not slug or post is None:
+            return Response("<html><body>Not WordPress here</body></html>", 404)
+        featured = media.get(post["featured_media"])
+        figure = (
+            f'<img src="{featured["source_url"]}" alt="{html.escape(featured["alt_text"])}">'
+            if featured
+            else ""
+        )
+        page = (
+            f"<!doctype html><html><head><title>{html.escape(post['title']['raw'])}</title>"
+            f"</head><body><article><h1>{html.escape(post['title']['raw'])}</h1>{figure}"
+            f"{post['content']['raw']}</article></body></html>"
+        )
+        return HTMLResponse(page)
 
     def _rest_route(self, request: Request) -> str | None:
         path = request.url.path

@@ -46,7 +46,13 @@ from tests.procs import (
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-PORT_NAMES = ("API_PORT", "TEMPORAL_PORT", "TEMPORAL_UI_PORT", "SIMULATOR_PORT")
+PORT_NAMES = (
+    "API_PORT",
+    "TEMPORAL_PORT",
+    "TEMPORAL_UI_PORT",
+    "SIMULATOR_PORT",
+    "DEMO_WORDPRESS_PORT",
+)
 # A free port is only known free when picked; something else may take it before `up`
 # binds it. Then `up` exits at start, and the test tries again on fresh ports.
 ATTEMPTS = 3
@@ -289,7 +295,9 @@ def test_up_starts_everything_healthy_runs_the_demo_and_stops_on_ctrl_c(tmp_path
         assert {"automation_completed", "ai_image_success", "ai_content_success"} <= kinds
         balance = httpx.get(f"{up.api}/credits/balance", headers=headers, timeout=5).json()
         assert balance["credits"] < 2000
+        _check_the_demo_published(up, headers)
         text = up.ctrl_c()
+        _drop_demo_wordpress(up.data_dir)
         survivors = alive(up.seen)
     assert up.seen or not CAN_LIST_PROCESSES, "no child process of `igny8 up` was ever seen"
     assert "all stopped" in text, text[-2000:]
@@ -302,6 +310,50 @@ def test_up_starts_everything_healthy_runs_the_demo_and_stops_on_ctrl_c(tmp_path
         assert reconcile(engine) == []
     finally:
         engine.dispose()
+
+
+def _check_the_demo_published(up: UpRun, headers: dict[str, str]) -> None:
+    """`up` schedules the demo's newest articles a minute apart from ten seconds after its
+    run; the first goes out to the local WordPress (real here when it can run), its link
+    opens, and the calendar lists it as published."""
+    site = httpx.get(f"{up.api}/sites", headers=headers, timeout=5).json()["data"][0]
+    published: list[dict] = []
+
+    def first_published() -> bool:
+        page = httpx.get(
+            f"{up.api}/sites/{site['id']}/content",
+            params={"site_status": "published"},
+            headers=headers,
+            timeout=5,
+        ).json()
+        published[:] = page["data"]
+        return bool(published)
+
+    wait_for(first_published, 120, "the demo's first article published")
+    post = published[0]
+    wait_for(lambda: "published '" in up.output.text, 15, "`up` to say it published")
+    page = httpx.get(post["external_url"], timeout=30, follow_redirects=True)
+    assert page.status_code == 200, (post["external_url"], page.status_code)
+    assert post["title"].split(":")[0] in page.text
+    today = post["published_at"][:10]
+    calendar = httpx.get(
+        f"{up.api}/sites/{site['id']}/calendar",
+        params={"start": today, "end": today},
+        headers=headers,
+        timeout=5,
+    ).json()
+    listed = {item["id"]: item for item in calendar["items"]}
+    assert listed[post["id"]]["site_status"] == "published"
+    assert listed[post["id"]]["external_url"] == post["external_url"]
+
+
+def _drop_demo_wordpress(data_dir: Path) -> None:
+    """The real WordPress's database is MariaDB's, outside tmp_path: drop it."""
+    from cli.demo_publish import demo_wordpress_db
+    from cli.wordpress import DatabaseConfig, drop_wordpress_database, wordpress_available
+
+    if wordpress_available() is None:
+        drop_wordpress_database(DatabaseConfig(demo_wordpress_db(data_dir)))
 
 
 STOPS = [

@@ -303,3 +303,25 @@ def test_upload_file_names_are_header_safe() -> None:
     assert safe_filename('café "menu"/../x.PNG', "image/png") == "x.png"
     assert safe_filename("café menu", "image/jpeg") == "caf-menu.jpg"
     assert safe_filename("", "image/webp") == "image.webp"
+
+
+async def test_a_published_post_link_on_the_fake_opens_with_its_featured_image(
+    fake_wordpress: FakeWordPress,
+) -> None:
+    """`make run` falls back to the fake where no real WordPress can run: the calendar's
+    links must still open, drafts and unknown slugs must not."""
+    async with _client(fake_wordpress) as client:
+        media = await client.upload_media(
+            draw_png("demo", 8, 8), "demo.png", "image/png", alt_text="A <demo> cup"
+        )
+        post = await client.create_post(
+            "Brew & Taste", "<p>Body text</p>", "brew-taste", featured_media=media.id
+        )
+        draft = await client.create_post("Draft", "<p>x</p>", "a-draft", status="draft")
+    async with httpx.AsyncClient() as http:
+        page = await http.get(post.link)
+        assert page.status_code == 200
+        assert "<h1>Brew &amp; Taste</h1>" in page.text and "<p>Body text</p>" in page.text
+        assert f'src="{media.source_url}" alt="A &lt;demo&gt; cup"' in page.text
+        assert (await http.get(draft.link)).status_code == 404
+        assert (await http.get(f"{fake_wordpress.url}/no-such-post/")).status_code == 404
