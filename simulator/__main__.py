@@ -23,6 +23,7 @@ endpoints:
 examples:
   python -m simulator --port 8299
   python -m simulator --latency 0.5 --jitter 0.2 --max-concurrency 20 --rate-429 0.1
+  python -m simulator --chat-latency 1.0 --images-latency 2.0
   curl -XPOST localhost:8299/_sim/config -d '{"rate_500": 0.2}'
 """
 
@@ -39,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
     add("--port", type=int, default=8299, help="port to listen on (default: %(default)s)")
     add("--latency", type=float, default=defaults.latency_s, help="seconds added to each call")
+    add(
+        "--chat-latency",
+        type=float,
+        default=defaults.chat_latency_s,
+        help="seconds per chat completion, instead of --latency (default: --latency)",
+    )
+    add(
+        "--images-latency",
+        type=float,
+        default=defaults.images_latency_s,
+        help="seconds per image generation (OpenAI and Runware), instead of --latency "
+        "(default: --latency)",
+    )
     add(
         "--jitter",
         type=float,
@@ -90,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     config = SimConfig(
         latency_s=args.latency,
+        chat_latency_s=args.chat_latency,
+        images_latency_s=args.images_latency,
         latency_jitter_s=args.jitter,
         max_concurrency=args.max_concurrency,
         retry_after_s=args.retry_after,

@@ -1,6 +1,9 @@
 """Runtime knobs of the simulator: latency, a concurrency limit and fault injection.
 
 A plain dataclass so tests, the CLI and `POST /_sim/config` all speak the same fields.
+`latency_s` is every call's latency; `chat_latency_s` / `images_latency_s` (unset: None)
+override it for chat completions or for image generation (OpenAI and Runware), since real
+providers answer text and images at very different speeds.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ class SimConfig:
     """Defaults give a fast, fault-free OpenAI; raise the knobs to rehearse bad days."""
 
     latency_s: float = 0.0
+    chat_latency_s: float | None = None  # None: latency_s
+    images_latency_s: float | None = None  # None: latency_s (OpenAI images and Runware)
     latency_jitter_s: float = 0.0
     max_concurrency: int = 0  # 0 = unlimited
     retry_after_s: float = 1.0
@@ -47,6 +52,10 @@ class SimConfig:
         for name in ("latency_s", "latency_jitter_s", "retry_after_s", "timeout_hang_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        for name in ("chat_latency_s", "images_latency_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 (or null: latency_s)")
         for name in _RATE_FIELDS:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -60,6 +69,10 @@ class SimConfig:
 
 def _coerce(name: str, type_name: Any, value: Any) -> Any:
     kind = str(type_name)
+    if kind.endswith(" | None"):  # optional: null clears it, anything else is coerced
+        if value is None:
+            return None
+        kind = kind.removesuffix(" | None")
     try:
         if kind == "bool":
             return _as_bool(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter, deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +24,28 @@ UNSAFE_MARKER = "[unsafe]"
 MALFORMED_MARKER = "[malformed]"
 # Served requests kept for `GET /_sim/timeline` (benchmarks read where the time went).
 TIMELINE_MAX = 100_000
+# Endpoint names (the endpoints' `name`) that `chat_latency_s` / `images_latency_s` cover.
+CHAT_ENDPOINTS = frozenset({"chat.completions"})
+IMAGE_ENDPOINTS = frozenset({"images.generations", "runware"})
+# The endpoint of the request being served. Each request runs in its own task, so this is
+# that request's alone; it is noted where the pipeline counts the request, its first step.
+_ENDPOINT: ContextVar[str | None] = ContextVar("simulator_endpoint", default=None)
+
+
+class RequestCounter(Counter[str]):
+    """Requests per endpoint. Counting a request also notes its endpoint for the rest of
+    that request, so the latency can depend on it without the pipeline passing it on."""
+
+    def __setitem__(self, key: str, value: int) -> None:
+        super().__setitem__(key, value)
+        _ENDPOINT.set(key)
 
 
 @dataclass
 class SimStats:
     """What happened, for tests and benchmarks (`GET /_sim/stats`)."""
 
-    requests: Counter[str] = field(default_factory=Counter)
+    requests: Counter[str] = field(default_factory=RequestCounter)
     rejected_429: int = 0
     concurrency_429: int = 0
     injected_429: int = 0
@@ -151,10 +167,20 @@ class SimState:
         self.stats.invalid_requests += 1
         return fault
 
-    async def latency(self, since: float | None = None) -> None:
-        """Sleep until the configured latency (plus jitter) has passed since `since`
-        (the request's arrival), so a response never takes less, nor much more."""
-        delay = self.config.latency_s
+    def latency_of(self, endpoint: str | None) -> float:
+        """The endpoint's latency: its own knob when set, else `latency_s`."""
+        cfg = self.config
+        if endpoint in CHAT_ENDPOINTS and cfg.chat_latency_s is not None:
+            return cfg.chat_latency_s
+        if endpoint in IMAGE_ENDPOINTS and cfg.images_latency_s is not None:
+            return cfg.images_latency_s
+        return cfg.latency_s
+
+    async def latency(self, since: float | None = None, endpoint: str | None = None) -> None:
+        """Sleep until the endpoint's latency (plus jitter) has passed since `since`
+        (the request's arrival), so a response never takes less, nor much more. The
+        endpoint defaults to the one the current request was counted under."""
+        delay = self.latency_of(endpoint or _ENDPOINT.get())
         if self.config.latency_jitter_s > 0:
             delay += self.jitter_rng.uniform(0, self.config.latency_jitter_s)
         if since is not None:

@@ -137,6 +137,39 @@ async def test_latency_is_applied(sim: SimulatorThread, provider: OpenAIProvider
     assert time.perf_counter() - started >= 0.3
 
 
+async def test_chat_and_images_latency_can_differ(sim: SimulatorThread, provider: OpenAIProvider):
+    # Unset, both follow latency_s (the behaviour before the per-endpoint knobs).
+    assert sim.configure(latency_s=0.05)["chat_latency_s"] is None
+    sim.configure(chat_latency_s=0.1, images_latency_s=0.6)
+    started = time.perf_counter()
+    await _call(provider, "auto_cluster", cluster_prompt(["a b", "a c"]))
+    chat_s = time.perf_counter() - started
+    started = time.perf_counter()
+    await provider.generate_image(model="gpt-image-1", prompt="a slow kite")
+    image_s = time.perf_counter() - started
+    assert 0.1 <= chat_s < 0.5 and image_s >= 0.6
+    rows = {r["endpoint"]: r for r in httpx.get(f"{sim.url}/_sim/timeline").json()["requests"]}
+    assert rows["images.generations"]["left"] - rows["images.generations"]["arrived"] >= 0.595
+    # null clears a knob: the call falls back to latency_s
+    assert sim.configure(images_latency_s=None)["images_latency_s"] is None
+    started = time.perf_counter()
+    await provider.generate_image(model="gpt-image-1", prompt="a quick kite")
+    assert time.perf_counter() - started < 0.5
+    bad = httpx.post(f"{sim.url}/_sim/config", json={"chat_latency_s": -1})
+    assert bad.status_code == 400 and "chat_latency_s" in bad.json()["error"]["message"]
+
+
+async def test_runware_follows_the_images_latency(sim: SimulatorThread):
+    sim.configure(chat_latency_s=0.0, images_latency_s=0.4)
+    runware = RunwareProvider("rw-test", f"{sim.url}/runware/v1", timeout_s=10)
+    started = time.perf_counter()
+    try:
+        await runware.generate_image(model="runware:100@1", prompt="a lighthouse", size="512x512")
+    finally:
+        await runware.aclose()
+    assert time.perf_counter() - started >= 0.4
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -366,6 +399,14 @@ def test_separate_instances_have_separate_state():
             f"{broke.url}/v1/chat/completions", json={}, headers={"Authorization": "Bearer k"}
         )
         assert response.status_code == 429
+
+
+def test_cli_sets_per_endpoint_latency():
+    config = config_from_args(
+        build_parser().parse_args(["--latency", "0.2", "--images-latency", "2"])
+    )
+    assert (config.latency_s, config.chat_latency_s, config.images_latency_s) == (0.2, None, 2.0)
+    assert config_from_args(build_parser().parse_args([])).images_latency_s is None
 
 
 def test_cli_parses_options():
