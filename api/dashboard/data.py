@@ -19,7 +19,7 @@ from fastapi import HTTPException
 from sqlalchemy import Connection, Engine, Row, func, select
 
 from api.routes.calendar import CalendarItem, calendar_items
-from domain import stats
+from domain import review, stats
 from domain.automation import active_run
 from models import (
     AIModelConfig,
@@ -240,14 +240,18 @@ def content_images(engine: Engine, account_id: int, task_id: int) -> list[Any]:
         )
 
 
-def content_row(engine: Engine, account_id: int, content_id: int) -> Row[Any]:
+def content_row(
+    engine: Engine, account_id: int, content_id: int
+) -> tuple[Row[Any], tuple[str, datetime] | None]:
+    """The account's article and, while it is a draft, its latest rejection's note."""
     with engine.connect() as conn:
         row = conn.execute(
             select(CONTENT).where(CONTENT.c.id == content_id, CONTENT.c.account_id == account_id)
         ).first()
-    if row is None:
-        raise not_found(f"Content {content_id}")
-    return row
+        if row is None:
+            raise not_found(f"Content {content_id}")
+        note = review.latest_rejection(conn, account_id, row.id) if row.status == "draft" else None
+    return row, note
 
 
 # ---- calendar ---------------------------------------------------------------------------

@@ -337,7 +337,7 @@ def article_page(
 ) -> Response:
     cid = _int_or_404(content_id, f"Content {content_id}")
     assert cid is not None
-    row = data.content_row(engine, sess.account_id, cid)
+    row, note = data.content_row(engine, sess.account_id, cid)
     frame = _frame(engine, sess, str(row.site_id), sector)
     images = data.content_images(engine, sess.account_id, row.task_id)
     return render(
@@ -347,6 +347,7 @@ def article_page(
         sess,
         frame,
         article=row,
+        note=note,
         body=html.sanitise(row.html),
         images=images,
     )

@@ -148,7 +148,15 @@
       if (pending === "resume" && status !== "paused") pending = null;
       if (pending === "cancel" && (status === "cancelling" || FINAL.includes(status))) pending = null;
       renderButtons(status);
-      if (FINAL.includes(status)) stop();
+      if (FINAL.includes(status)) finish();
+    }
+
+    /* A finished run's stream is ended by the server right after the final snapshot:
+       close the EventSource then (so it does not reconnect), not before, which would
+       abort the response mid-way; a poll simply stops. */
+    function finish() {
+      if (timer) { clearTimeout(timer); timer = null; }
+      if (source && !source.closeTimer) source.closeTimer = setTimeout(stop, 5000);
     }
 
     function show(btn, visible, text, disabled) {
@@ -180,7 +188,7 @@
     }
 
     function stop() {
-      if (source) { source.close(); source = null; }
+      if (source) { clearTimeout(source.closeTimer); source.close(); source = null; }
       if (timer) { clearTimeout(timer); timer = null; }
     }
 
@@ -200,7 +208,7 @@
       if (kind === "run") {
         source = new EventSource(el.dataset.events);
         source.addEventListener("progress", (ev) => render(JSON.parse(ev.data)));
-        source.onerror = () => { if (FINAL.includes(snap.status)) stop(); };
+        source.onerror = () => { if (FINAL.includes(snap.status)) stop(); };  // the end
       } else {
         timer = setTimeout(poll, 400);
       }
