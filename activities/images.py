@@ -372,6 +372,13 @@ class ImageActivities:
                 data, mime, provider_cost, provider_s = called
                 cost = image_cost_usd(inp.cost_per_image, 1, provider_cost)
                 key = await self._blocking(self._store, inp, data, mime, cost, retry)
+                activity.logger.debug(
+                    "image %d stored as %s (%d bytes, %.2f s at the provider)",
+                    inp.image_id,
+                    key,
+                    len(data),
+                    provider_s,
+                )
         except ProviderError as exc:
             if not exc.retryable:
                 await self._blocking(self._mark_failed, inp.image_id, exc.message)

@@ -45,11 +45,28 @@ class RequestObservability:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = route_template(scope)
             method = scope.get("method", "GET")
             metrics.API_REQUESTS.labels(method, route, str(status)).inc()
             metrics.API_SECONDS.labels(method, route).observe(time.perf_counter() - started)
             reset_log_context(token)
+
+
+def route_template(scope: dict[str, Any]) -> str:
+    """`/api/v1/sites/{site_id}` for `/api/v1/sites/12`: the request's path with each path
+    parameter's value put back as its name (a route of an included router knows only its
+    own part of the path); `unmatched` for a 404 no route took."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    params = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
+    if any("/" in value for value in params):  # a {path:path} parameter
+        return str(getattr(route, "path", "unmatched"))
+    segments = []
+    for segment in str(scope.get("path", "")).split("/"):
+        name = params.pop(segment, None)
+        segments.append(f"{{{name}}}" if name else segment)
+    return "/".join(segments)
 
 
 async def bind_path_ids(request: Request) -> None:

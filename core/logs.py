@@ -181,7 +181,7 @@ _WIRE_SHAPES = re.compile(
     # a URL's user:password@
     r"|(?P<url>://[^/\s:@]+:)[^/\s@]+(?=@)"
     # password=…, "api_key": "…", token: …
-    r"|(?P<pair>\b(?i:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|secret[_-]?key"
+    r"|(?P<pair>(?<![A-Za-z0-9])(?i:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|secret[_-]?key"
     r"|token|authorization)\b[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)"
     r"(?:(?i:bearer|basic)\s+)?[^\s\"',&}]{3,}"
 )
@@ -317,4 +317,27 @@ def configure_logging(settings: Settings, service: str, stream: Any = None) -> l
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    # Warnings and uncaught exceptions become log lines too (one JSON object each),
+    # instead of raw text on stderr between the lines.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     return handler
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    logging.getLogger("igny8").critical("uncaught exception", exc_info=(kind, value, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread else "?"
+    logging.getLogger("igny8").error(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )

@@ -71,22 +71,31 @@ def tracing_interceptor(provider: TracerProvider) -> Any:
     return TracingInterceptor(provider.get_tracer(TRACER_NAME))
 
 
+def _httpx_instrumentors() -> list[Any]:
+    """httpx's, and httpx2's where installed (the OpenAI SDK's own HTTP client)."""
+    import importlib.util
+
+    from opentelemetry.instrumentation import httpx as otel_httpx
+
+    found = [otel_httpx.HTTPXClientInstrumentor()]
+    httpx2 = getattr(otel_httpx, "HTTPX2ClientInstrumentor", None)
+    if httpx2 is not None and importlib.util.find_spec("httpx2") is not None:
+        found.append(httpx2())
+    return found
+
+
 def instrument_httpx(provider: TracerProvider) -> None:
     """Every httpx client of the process (the OpenAI SDK's too) traces its requests."""
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    instrumentor = HTTPXClientInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=provider)
+    for instrumentor in _httpx_instrumentors():
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=provider)
 
 
 def uninstrument_httpx() -> None:
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    instrumentor = HTTPXClientInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
+    for instrumentor in _httpx_instrumentors():
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
 
 
 def instrument_fastapi(app: Any, provider: TracerProvider) -> None:

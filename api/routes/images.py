@@ -164,6 +164,7 @@ async def create_batch(
         raise
     metrics.WORKFLOWS_STARTED.labels("image_batch").inc()
     bind_log_context(batch_id=batch_id, site_id=quote.site_id)
+    logger.info("image batch started: %d images, %d credits quoted", quote.images, quote.credits)
     return BatchStarted(
         batch_id=batch_id, status="running", images=quote.images, credits_quoted=quote.credits
     )

@@ -172,6 +172,7 @@ class MeteredBatch(Generic[I]):
         if self.state.control.stop_row:
             await self._stop_activity(RunActivities.forget_run, False, "Forget the run's stop")
         self.control.finished()
+        workflow.logger.info("%s %s: %s", self.fn.run_label, outcome, self.summary())
         await self._tell_parent(CHILD_FINISHED)
 
     async def _tell_parent(self, signal: str) -> None:
