@@ -46,6 +46,8 @@ class PublisherInput(Frozen):
     site_id: int
     published: int = 0
     failed: int = 0
+    # events before the publisher continues as new (one article is about 25)
+    history_limit: int = 4000
 
 
 def publisher_id(account_id: int, site_id: int) -> str:

@@ -437,8 +437,8 @@ class World:
     # ---- publishing ------------------------------------------------------------------
     @activity.defn(name="publishing_agenda")
     async def publishing_agenda(self, inp: AgendaInput) -> Agenda:
-        due, self.publish_due = self.publish_due, []
-        return Agenda(due=due, next_at=None)
+        done = {*self.published, *self.publish_failed}  # as the database's statuses say
+        return Agenda(due=[c for c in self.publish_due if c not in done], next_at=None)
 
     @activity.defn(name="start_publish")
     async def start_publish(self, inp: ContentRef) -> PublishJob:

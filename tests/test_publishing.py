@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from activities.publishing import (
     ImageRef,
+    PublisherInput,
     PublishingActivities,
     media_title,
     poke_publisher,
@@ -35,7 +36,9 @@ from providers.wordpress import WordPressClient
 from simulator.png import draw_png
 from tests import builders
 from tests.fake_wordpress import DEFAULT_APP_PASSWORD, DEFAULT_USER, FakeWordPress
+from tests.fakes import World
 from worker import WORKFLOWS
+from workflows.publisher import PublisherWorkflow
 
 pytestmark = pytest.mark.temporal
 SECRET = "test-secret-key"
@@ -304,3 +307,36 @@ async def test_against_real_wordpress_the_article_its_images_and_their_alt_texts
     ) as wp:
         again = await wp.find_post_by_slug(row.slug)
         assert again is not None and again.id == post.id
+
+
+async def test_a_backlog_continues_as_new_and_publishes_each_article_once(temporal_env):
+    """Hundreds of articles due at once (WordPress was down for a day) must not grow one
+    history without bound: past its limit the publisher continues as new, and the next
+    run's agenda has the rest. Fake activities: only the workflow's rule is under test."""
+    world = World(publish_due=list(range(1, 17)))
+    queue, limit = f"backlog-{uuid.uuid4().hex}", 60
+    client = temporal_env.client
+    async with Worker(
+        client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
+    ):
+        handle = await client.start_workflow(
+            PublisherWorkflow.run,
+            PublisherInput(account_id=1, site_id=99, history_limit=limit),
+            id=publisher_id(1, 99),
+            task_queue=queue,
+        )
+        await until(lambda: len(world.published) == 16)
+        lengths, run_id = [], handle.first_execution_run_id
+        while run_id:
+            history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+            lengths.append(len(history.events))
+            last = history.events[-1]
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+        status = await handle.query(PublisherWorkflow.status)
+        await handle.terminate()
+    assert sorted(world.published) == list(range(1, 17))  # each once, none lost
+    assert len(world.uploads) == 32 and not world.publish_failed
+    assert len(lengths) >= 3, lengths  # it did continue as new
+    one_article = 30  # claim, two uploads, the post and the finish, with their tasks
+    assert all(n < limit + one_article for n in lengths[:-1]), lengths
+    assert status.published == 16  # the count survives continue-as-new

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
 IDLE = timedelta(days=1)  # with nothing scheduled, look again once a day anyway
 ROUNDS_BEFORE_CONTINUE = 200
+PATCH_HISTORY_BOUND = "publisher-continues-as-new-past-its-history-limit"
 WORDPRESS_TIMEOUT = timedelta(minutes=2)
 # WordPress calls: a 5xx, a timeout or a 429 is retried with back-off (Retry-After when
 # sent); a wrong password, a missing site or a refused request is not: the article fails
@@ -101,6 +102,10 @@ class PublisherWorkflow:
             )
             for content_id in agenda.due:
                 await self._publish(content_id)
+                if self._history_full(inp):
+                    break
+            if self._history_full(inp):
+                break  # the rest is still scheduled: the next run's agenda has it
             if agenda.due:
                 continue  # publishing took time: look again before sleeping
             self.next_at = agenda.next_at.isoformat() if agenda.next_at else None
@@ -112,6 +117,13 @@ class PublisherWorkflow:
         workflow.continue_as_new(
             inp.model_copy(update={"published": self.published, "failed": self.failed})
         )
+
+    def _history_full(self, inp: PublisherInput) -> bool:
+        """A backlog of due articles (hundreds at once after WordPress was down) would
+        grow one history past Temporal's limits: past `history_limit` events the
+        publisher continues as new. Histories before this patch never checked."""
+        length = workflow.info().get_current_history_length()
+        return length >= inp.history_limit and workflow.patched(PATCH_HISTORY_BOUND)
 
     async def _publish(self, content_id: int) -> None:
         """One article: claim it, upload its images, make the post, mark it published;
