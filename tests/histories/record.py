@@ -24,16 +24,17 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.publishing import poke_publisher, publisher_id
+from activities.publishing import PublisherInput, poke_publisher, publisher_id
 from core.temporal import DATA_CONVERTER, SEARCH_ATTRIBUTES, temporal_binary, test_server_binary
 from tests.automation_paths import RUN_PATHS
 from tests.fakes import World
 from tests.workflow_paths import PATHS, WORKFLOW_STARTS
 from worker import WORKFLOWS
 from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput
+from workflows.publisher import PublisherWorkflow
 
 HERE = Path(__file__).resolve().parent
-RELEASE = "r2"
+RELEASE = "r3"
 
 
 async def record_paths(client: Client, out: Path, only: str | None) -> list[Path]:
@@ -87,6 +88,36 @@ async def record_publisher(env: WorkflowEnvironment, out: Path) -> Path:
     return await _save(handle, out / "PublisherWorkflow" / "publish_and_idle.json")
 
 
+async def record_publisher_backlog(env: WorkflowEnvironment, out: Path) -> list[Path]:
+    """A backlog past the history limit: the publisher continues as new (release r3)."""
+    world, queue = World(publish_due=[1, 2, 3, 4]), f"record-{uuid.uuid4().hex}"
+    async with Worker(
+        env.client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
+    ):
+        handle = await env.client.start_workflow(
+            PublisherWorkflow.run,
+            PublisherInput(account_id=1, site_id=8, history_limit=40),
+            id=publisher_id(1, 8),
+            task_queue=queue,
+        )
+        while len(world.published) < 4:
+            await asyncio.sleep(0.05)
+        first = handle.first_execution_run_id
+        await handle.terminate()
+    history = await env.client.get_workflow_handle(handle.id, run_id=first).fetch_history()
+    second = history.events[-1].workflow_execution_continued_as_new_event_attributes
+    folder = out / "PublisherWorkflow"
+    return [
+        await _save(
+            env.client.get_workflow_handle(handle.id, run_id=first), folder / "backlog-run1.json"
+        ),
+        await _save(
+            env.client.get_workflow_handle(handle.id, run_id=second.new_execution_run_id),
+            folder / "backlog-run2.json",
+        ),
+    ]
+
+
 async def record_sweeper(env: WorkflowEnvironment, out: Path) -> Path:
     """Two sweeps and a continue-as-new."""
     world, queue = World(), f"record-{uuid.uuid4().hex}"
@@ -126,6 +157,7 @@ async def main(release: str, only: str | None) -> None:
             written.append(await record_sweeper(env, out))
         if only in (None, "PublisherWorkflow"):
             written.append(await record_publisher(env, out))
+            written += await record_publisher_backlog(env, out)
     finally:
         await env.shutdown()
     if only in (None, "AutomationRunWorkflow"):
