@@ -15,6 +15,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import secrets
 import subprocess
 import sys
@@ -522,3 +523,26 @@ def test_settings_leave_every_port_off_by_default() -> None:
     assert settings.worker_metrics_port == settings.worker_health_port == 0
     assert settings.api_metrics_port == 0 and settings.log_format == "text"
     assert settings.otel_exporter_otlp_endpoint is None
+
+
+def test_the_grafana_dashboard_charts_metrics_that_exist() -> None:
+    """deploy/grafana/igny8-dashboard.json is valid JSON and every igny8_* series its
+    queries name is one core.metrics defines (a renamed metric breaks this, not a chart)."""
+    from prometheus_client import REGISTRY
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "igny8-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert dashboard["uid"] and len(exprs) >= 10
+    known = {sample.name for family in REGISTRY.collect() for sample in family.samples} | {
+        family.name for family in REGISTRY.collect()
+    }
+    suffixes = ("_total", "_bucket", "_sum", "_count")
+    for expr in exprs:
+        for name in re.findall(r"\b(igny8_[a-z_]+)", expr):
+            base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
+            assert name in known or base in known, f"{name} in {expr!r} is no igny8 metric"
+    named = " ".join(exprs)
+    for needed in ("igny8_images_total", "igny8_credits_charged_total", "igny8_provider_calls_total",
+                   "igny8_provider_rate_limited_total", "igny8_publish_total",
+                   "igny8_ledger_conflicts_total", "temporal_activity_schedule_to_start_latency"):  # fmt: skip
+        assert needed in named, needed
