@@ -116,19 +116,28 @@ class Observability:
     ) -> list[OpsServer]:
         """/metrics on `metrics_port` and the probes on `health_port` (one server when the
         two are equal; 0: not served)."""
-        started: list[OpsServer] = []
-        host = self.settings.metrics_host
+        wanted: list[OpsServer | None] = []
         if metrics_port:
             probes = {"live": live, "ready": ready} if health_port == metrics_port else {}
-            started.append(
-                OpsServer(host, metrics_port, sdk_metrics_url=self.sdk_metrics_url, **probes)
+            wanted.append(
+                self._server(metrics_port, sdk_metrics_url=self.sdk_metrics_url, **probes)
             )
         if health_port and health_port != metrics_port:
-            started.append(OpsServer(host, health_port, metrics=False, live=live, ready=ready))
+            wanted.append(self._server(health_port, metrics=False, live=live, ready=ready))
+        started = [server for server in wanted if server is not None]
         for server in started:
             server.start()
         self.servers += started
         return started
+
+    def _server(self, port: int, **options: Any) -> OpsServer | None:
+        """A server on `port`; a port already taken (say two workers of `igny8 up` given
+        one WORKER_METRICS_PORT) is a logged error, never a worker that cannot start."""
+        try:
+            return OpsServer(self.settings.metrics_host, port, **options)
+        except OSError as exc:
+            log.error("cannot serve %s on port %d: %s", self.service, port, exc)
+            return None
 
     def stop_servers(self) -> None:
         for server in self.servers:

@@ -546,3 +546,18 @@ def test_the_grafana_dashboard_charts_metrics_that_exist() -> None:
                    "igny8_provider_rate_limited_total", "igny8_publish_total",
                    "igny8_ledger_conflicts_total", "temporal_activity_schedule_to_start_latency"):  # fmt: skip
         assert needed in named, needed
+
+
+def test_a_taken_metrics_port_is_an_error_in_the_log_not_a_dead_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        obs = Observability(Settings(_env_file=None), "worker")  # type: ignore[call-arg]
+        with caplog.at_level(logging.ERROR, logger="igny8.observability"):
+            assert obs.serve(port, port) == []
+    assert f"cannot serve worker on port {port}" in caplog.text
