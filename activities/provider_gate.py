@@ -2,7 +2,9 @@
 
 A call waits here for one of its model's slots, holds it only while the provider works,
 and gives it back. A worker process holds slots in the database under its own token, and
-per model its waiting calls form one FIFO queue:
+per model its waiting calls form one queue, by priority and then in order of arrival (an
+automation run gives its later stages the higher priority, so the first articles reach
+the image model sooner and keep it fed, rather than every keyword being clustered first):
 
 - a call that finishes hands its slot straight to the next call waiting in this process
   (no database write: the slot stays this process's), so the next call starts the moment
@@ -24,12 +26,13 @@ themselves when their leases expire (`lease_s`).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 import threading
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,10 +67,34 @@ class SlotWaitTimeout(Exception):
 class _Waiter:
     workflow_id: str | None
     future: asyncio.Future[int]
+    priority: int = 0
 
     @property
     def waiting(self) -> bool:
         return not self.future.done()
+
+
+class _Waiters:
+    """Waiting calls, highest priority first, then first come first served."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, _Waiter]] = []
+        self._seq = itertools.count()
+
+    def append(self, waiter: _Waiter) -> None:
+        heapq.heappush(self._heap, (-waiter.priority, next(self._seq), waiter))
+
+    def first(self) -> _Waiter | None:
+        return self._heap[0][2] if self._heap else None
+
+    def popleft(self) -> _Waiter:
+        return heapq.heappop(self._heap)[2]
+
+    def __iter__(self) -> Iterator[_Waiter]:
+        return (entry[2] for entry in self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
 
 
 @dataclass(eq=False)
@@ -75,7 +102,7 @@ class _Model:
     """One model's state in this process."""
 
     limit: int = 1
-    waiters: deque[_Waiter] = field(default_factory=deque)
+    waiters: _Waiters = field(default_factory=_Waiters)
     held: set[int] = field(default_factory=set)  # slots this process holds in the database
     spare: list[int] = field(default_factory=list)  # held, idle for a moment (see LINGER_S)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,9 +114,9 @@ class _Model:
     hold_s: float | None = None  # moving average of how long a call holds its slot
 
     def next_waiter(self) -> _Waiter | None:
-        while self.waiters and not self.waiters[0].waiting:
+        while (first := self.waiters.first()) is not None and not first.waiting:
             self.waiters.popleft()
-        return self.waiters[0] if self.waiters else None
+        return self.waiters.first()
 
     def waiting(self) -> int:
         return sum(1 for w in self.waiters if w.waiting)
@@ -124,12 +151,21 @@ class ProviderGate:
 
     @asynccontextmanager
     async def slot(
-        self, model: str, limit: int, *, workflow_id: str | None = None, max_wait_s: float = 60
+        self,
+        model: str,
+        limit: int,
+        *,
+        workflow_id: str | None = None,
+        max_wait_s: float = 60,
+        priority: int = 0,
     ) -> AsyncIterator[int]:
-        """Hold one of `model`'s `limit` slots for the block."""
+        """Hold one of `model`'s `limit` slots for the block; among this process's
+        waiting calls a higher `priority` is served first."""
         state = self._models.setdefault(model, _Model())
         state.limit = max(1, limit)
-        slot_no = await self._wait(model, state, workflow_id, max_wait_s)
+        slot_no = await self._wait(
+            model, state, _Waiter(workflow_id, self._future(), priority), max_wait_s
+        )
         started = asyncio.get_running_loop().time()
         try:
             await self._wait_out_back_off(model, state)
@@ -164,13 +200,14 @@ class ProviderGate:
                     await task
 
     # ---- waiting -------------------------------------------------------------------
-    async def _wait(
-        self, model: str, state: _Model, workflow_id: str | None, max_wait_s: float
-    ) -> int:
+    @staticmethod
+    def _future() -> asyncio.Future[int]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _wait(self, model: str, state: _Model, waiter: _Waiter, max_wait_s: float) -> int:
         if state.spare and state.next_waiter() is None:
             return state.spare.pop()
         self._ensure_listener()
-        waiter = _Waiter(workflow_id, asyncio.get_running_loop().create_future())
         state.waiters.append(waiter)
         state.wake.set()
         if state.task is None or state.task.done():

@@ -97,6 +97,7 @@ class TextCallInput(Frozen):
     model: TextModel
     slot_wait_s: float = 120.0
     members: list[int] = []  # an item made of others: a keyword batch's keyword ids
+    priority: int = 0  # among calls waiting for the model's slots, higher goes first
 
     def item(self) -> TextItem:
         return TextItem(self.account_id, self.item_id, self.workflow_id, tuple(self.members))
@@ -218,6 +219,7 @@ class TextActivities:
             model.max_concurrency,
             workflow_id=inp.workflow_id,
             max_wait_s=inp.slot_wait_s,
+            priority=inp.priority,
         ):
             started = time.monotonic()
             try:

@@ -126,6 +126,27 @@ async def test_two_gates_share_the_limit_as_two_processes_would(engine):
         await gate.close()
 
 
+async def test_waiting_calls_are_served_by_priority_then_in_order_of_arrival(engine):
+    """An automation run's later stages (higher priority) go before earlier ones' calls
+    that waited longer; equal priorities keep their order."""
+    gate = _gate(engine)
+    served: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        async with gate.slot(MODEL, 1, max_wait_s=30, priority=priority):
+            served.append(name)
+
+    async with gate.slot(MODEL, 1, max_wait_s=30):  # the one slot is busy: all queue
+        tasks = []
+        for name, priority in [("cluster-1", 0), ("ideas-1", 1), ("cluster-2", 0),
+                               ("prompts-1", 3), ("ideas-2", 1), ("prompts-2", 3)]:  # fmt: skip
+            tasks.append(asyncio.create_task(call(name, priority)))
+            await asyncio.sleep(0.01)  # arrive in this order
+    await asyncio.gather(*tasks)
+    await gate.close()
+    assert served == ["prompts-1", "prompts-2", "ideas-1", "ideas-2", "cluster-1", "cluster-2"]
+
+
 async def test_a_stopped_runs_waiting_calls_give_up_their_turn(engine):
     gate = _gate(engine)
     async with gate.slot(MODEL, 1, workflow_id="run-a", max_wait_s=30):

@@ -215,6 +215,8 @@ class TextStageWork:
                     model=plan.text_model,
                     slot_wait_s=SLOT_WAIT_S,
                     members=st.members.get(str(item), []),
+                    # later stages first: the first articles reach the images sooner
+                    priority=list(TEXT_STAGES).index(self.stage),
                 ),
                 start_to_close_timeout=GENERATE_TIMEOUT,
                 heartbeat_timeout=GENERATE_HEARTBEAT,
