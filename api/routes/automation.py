@@ -201,18 +201,25 @@ async def run_snapshot(
     """A finished run from its row; a running one from its workflow (the row if the
     workflow cannot answer). The balance is the ledger's, live."""
     row = await run_in_threadpool(_row, engine, run_id, account_id)
-    balance = (await run_in_threadpool(ledger.balance, account_id)).credits
     if row.finished_at is not None or row.status in FINAL or row.status == "skipped":
+        balance = (await run_in_threadpool(ledger.balance, account_id)).credits
         return _row_progress(row, balance)
     if client is None:
         raise TemporalUnavailable()
     handle = client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id)
-    try:
-        progress = await handle.query(AutomationRunWorkflow.progress)
-    except (RPCError, WorkflowQueryFailedError):
+
+    async def ask() -> RunProgress | None:
+        try:
+            return await handle.query(AutomationRunWorkflow.progress)
+        except (RPCError, WorkflowQueryFailedError):
+            return None
+
+    # the balance and the workflow's answer at once: a snapshot waits for the slower
+    progress, bal = await asyncio.gather(ask(), run_in_threadpool(ledger.balance, account_id))
+    if progress is None:
         row = await run_in_threadpool(_row, engine, run_id, account_id)
-        return _row_progress(row, balance)
-    return progress.model_copy(update={"balance": balance})
+        return _row_progress(row, bal.credits)
+    return progress.model_copy(update={"balance": bal.credits})
 
 
 @router.get("/runs/{run_id}", response_model=RunProgress, responses=error_responses(404, 503))
