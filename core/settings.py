@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "igny8"
     temporal_ui_port: int = 8233
+    temporal_ui_url: str = Field(
+        default="",
+        description="The Temporal UI as browsers reach it (the dashboard links runs to it); "
+        "empty: http://127.0.0.1:<temporal_ui_port>",
+    )
     temporal_port: int = 7233
 
     openai_api_key: SecretStr | None = None

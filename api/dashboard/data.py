@@ -328,7 +328,7 @@ def settings_of(engine: Engine, account_id: int, site_id: int) -> dict[str, Any]
 
 
 # ---- credits ----------------------------------------------------------------------------
-def credit_pages(engine: Engine, account_id: int, limit: int = 50) -> dict[str, list[Any]]:
+def credit_pages(engine: Engine, account_id: int, limit: int = 25) -> dict[str, list[Any]]:
     with engine.connect() as conn:
         txns = conn.execute(
             select(TXNS)

@@ -91,8 +91,7 @@ def _frame(engine: Any, sess: DashboardSession, site: str | None, sector: str | 
 
 
 def _temporal_ui(settings: Settings) -> str:
-    configured = getattr(settings, "temporal_ui_url", "") or ""
-    return configured.rstrip("/") or f"http://127.0.0.1:{settings.temporal_ui_port}"
+    return settings.temporal_ui_url.rstrip("/") or f"http://127.0.0.1:{settings.temporal_ui_port}"
 
 
 def render(

@@ -105,7 +105,8 @@
       }
       const stage = (s.stages || []).find((st) => st.name === s.current_stage);
       if (!stage) return s.current_stage ? label(s.current_stage) : "Starting…";
-      let text = label(stage.name) + ": item " + Math.min(stage.done + 1, stage.total) + " of " + stage.total;
+      let text = label(stage.name) + ": " + stage.done + " of " + stage.total + " done" +
+        (s.status === "running" && stage.done < stage.total ? ", working on item " + (stage.done + 1) : "");
       if (stage.name === "images" && s.live_images) {
         text = "Images: " + s.live_images.images_done + " generated, " + s.live_images.images_in_flight + " in flight";
       }
