@@ -22,11 +22,13 @@ from typing import Any
 
 import httpx
 
-from cli.progress import api_call
+from cli.progress import api_call, raise_for_answer
 from core.settings import Settings
 
 FIRST_SLOT_IN_S = 10.0
 SLOT_GAP_S = 61.0  # the slot rules refuse two posts of a site within a minute
+SLOT_TRIES = 5
+DEMO_DAY_MAX = 24  # the most a site may publish in a day: demo runs add up
 FINAL = ("published", "failed")
 
 
@@ -113,23 +115,28 @@ def schedule_articles(
     client: httpx.Client, site_id: int, count: int, now: datetime | None = None
 ) -> DemoPublishing:
     """Approve up to `count` of the site's newest articles awaiting review (or approved,
-    not yet scheduled) and schedule them a minute apart from a few seconds from now."""
+    not yet scheduled) and schedule them a minute apart from a few seconds from now. A
+    slot taken by an earlier demo's article (409) moves on to the next; an article that
+    finds no free slot (the day is full) stays approved, unscheduled."""
     ready = _ready_articles(client, site_id, count)
     if ready:
-        site = api_call(client, "GET", f"/api/v1/sites/{site_id}")
-        if site["max_posts_per_day"] < len(ready):
-            api_call(
-                client, "PATCH", f"/api/v1/sites/{site_id}", json={"max_posts_per_day": len(ready)}
-            )
-    start = (now or datetime.now(UTC)) + timedelta(seconds=FIRST_SLOT_IN_S)
-    for i, item in enumerate(ready):
+        api_call(
+            client, "PATCH", f"/api/v1/sites/{site_id}", json={"max_posts_per_day": DEMO_DAY_MAX}
+        )
+    at = (now or datetime.now(UTC)) + timedelta(seconds=FIRST_SLOT_IN_S)
+    scheduled = []
+    for item in ready:
         if item["status"] == "review":
             api_call(client, "POST", f"/api/v1/content/{item['id']}/approve")
-        at = start + timedelta(seconds=SLOT_GAP_S * i)
-        api_call(
-            client, "POST", f"/api/v1/content/{item['id']}/schedule", json={"at": at.isoformat()}
-        )
-    return DemoPublishing(site_id, [item["id"] for item in ready])
+        for _ in range(SLOT_TRIES):
+            path = f"/api/v1/content/{item['id']}/schedule"
+            resp = client.post(path, json={"at": at.isoformat()})
+            at += timedelta(seconds=SLOT_GAP_S)
+            if resp.status_code != 409:
+                raise_for_answer(resp)
+                scheduled.append(item["id"])
+                break
+    return DemoPublishing(site_id, scheduled)
 
 
 def _ready_articles(client: httpx.Client, site_id: int, count: int) -> list[dict[str, Any]]:

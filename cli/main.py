@@ -552,7 +552,7 @@ def _publish_demo(api_url: str, key: str, wordpress: Any, count: int) -> Any:
         site = api_call_sites(client)[0]
         publishing = schedule_articles(client, site["id"], count)
     if not publishing.content_ids:
-        console.print("no article awaits review: nothing to publish")
+        console.print("no article to publish (none awaits review, or no slot is free today)")
         return publishing
     console.print(
         f"scheduled {len(publishing.content_ids)} article(s) for {wordpress.kind} at "
