@@ -561,3 +561,74 @@ def test_a_taken_metrics_port_is_an_error_in_the_log_not_a_dead_worker(
         with caplog.at_level(logging.ERROR, logger="igny8.observability"):
             assert obs.serve(port, port) == []
     assert f"cannot serve worker on port {port}" in caplog.text
+
+
+@SQLITE_ONLY
+def test_the_ledger_counts_each_committed_change_once_and_never_a_replay(
+    engine: sa.Engine,
+) -> None:
+    """Counters move with committed ledger changes only: a replayed key adds nothing, a
+    refused charge adds a refusal, a reused key a conflict, an expired hold `expired`."""
+    from datetime import timedelta
+
+    from prometheus_client import REGISTRY
+
+    from domain.ledger import IdempotencyConflict, InsufficientCredits, Ledger, Usage
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    op = f"op-{secrets.token_hex(3)}"  # labels of this test alone
+    names = {
+        "charged": ("igny8_credits_charged_total", {"operation_type": op}),
+        "deductions": ("igny8_ledger_deductions_total", {"operation_type": op}),
+        "reserved": ("igny8_credits_reserved_total", {"operation_type": op}),
+        "released": ("igny8_credits_released_total", {"reason": "released"}),
+        "expired": ("igny8_credits_released_total", {"reason": "expired"}),
+        "reused": ("igny8_ledger_conflicts_total", {"kind": "key_reused"}),
+        "refused": ("igny8_credit_refusals_total", {"operation": "deduct"}),
+        "added": ("igny8_credits_added_total", {"transaction_type": "purchase"}),
+    }
+    before = {k: value(n, **lab) for k, (n, lab) in names.items()}
+    ledger = Ledger(engine)
+    account_id, _ = builders.account(engine, credits=0)
+    ledger.top_up(account_id, 50, f"{op}:topup")
+    ledger.top_up(account_id, 50, f"{op}:topup")  # a replay
+    hold = ledger.reserve(account_id, 20, f"{op}:hold", operation_type=op)
+    ledger.reserve(account_id, 20, f"{op}:hold", operation_type=op)  # a replay
+    usage = Usage(operation_type=op)
+    ledger.deduct(account_id, 6, f"{op}:a", usage, hold_id=hold.hold_id)
+    ledger.deduct(account_id, 6, f"{op}:a", usage, hold_id=hold.hold_id)  # a replay
+    ledger.deduct_many(
+        account_id,
+        [
+            ledger_item(f"{op}:b", 4, usage, hold.hold_id),
+            ledger_item(f"{op}:c", 4, usage, hold.hold_id),
+        ],
+    )
+    with pytest.raises(IdempotencyConflict):
+        ledger.deduct(account_id, 7, f"{op}:a", usage)
+    with pytest.raises(InsufficientCredits):
+        ledger.deduct(account_id, 1000, f"{op}:too-much", usage)
+    ledger.release(hold.hold_id)
+    ledger.release(hold.hold_id)  # a replay
+    stale = ledger.reserve(account_id, 5, f"{op}:stale", operation_type=op, ttl_seconds=1)
+    ledger.expire_holds(now=stale.expires_at + timedelta(seconds=1))
+    delta = {k: value(n, **lab) - before[k] for k, (n, lab) in names.items()}
+    assert delta == {
+        "charged": 14,
+        "deductions": 3,
+        "reserved": 25,
+        "released": 6,  # 20 held, 14 charged from it
+        "expired": 5,
+        "reused": 1,
+        "refused": 1,
+        "added": 50,
+    }
+    assert builders.balance(engine, account_id) == 50 - 14
+
+
+def ledger_item(key: str, amount: int, usage: Any, hold_id: int) -> Any:
+    from domain.ledger import DeductItem
+
+    return DeductItem(amount=amount, key=key, usage=usage, hold_id=hold_id)
