@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from api.dashboard import session as dash_session
 from api.dashboard.html import sanitise
@@ -123,3 +125,28 @@ def test_the_article_preview_drops_scripts_handlers_and_bad_links():
         '<h2>Hi</h2><p>ok <a rel="nofollow noopener noreferrer">a</a>'
         '<a href="https://example.com" rel="nofollow noopener noreferrer">b</a></p>'
     )
+
+
+def test_pages_of_a_running_workflow_say_so_when_temporal_is_down(world):
+    client, key, _content_id, engine = world
+    from models.runs import AutomationRun
+
+    with engine.begin() as conn:
+        site_id = conn.execute(text("SELECT id FROM igny8_sites")).scalar_one()
+        account_id = conn.execute(text("SELECT account_id FROM igny8_sites")).scalar_one()
+        conn.execute(
+            AutomationRun.__table__.insert().values(
+                run_id=f"automation-{account_id}-{site_id}-abc",
+                account_id=account_id,
+                site_id=site_id,
+                active_site_id=site_id,
+                status="running",
+                summary={},
+                cost_usd=0,
+                started_at=datetime.now(UTC),
+            )
+        )
+    sign_in(client, key)
+    for path in ("/automation", f"/automation/runs/automation-{account_id}-{site_id}-abc"):
+        page = client.get(path)
+        assert page.status_code == 200 and "Temporal cannot be reached" in page.text, path

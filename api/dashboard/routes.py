@@ -10,6 +10,7 @@ path outside `/api/`; `/api/...` keeps its JSON 404s.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.dashboard import data, html, session
 from api.dashboard.session import DashboardSession
 from api.deps import EngineDep, LedgerDep, SettingsDep, TemporalDep
+from api.errors import TemporalUnavailable
 from api.routes.automation import run_snapshot
 from api.routes.images import get_batch
 from core.settings import Settings
@@ -218,9 +220,16 @@ async def automation_page(
         runs = await run_in_threadpool(data.runs_of_site, engine, sess.account_id, frame.site.id)
         active = await run_in_threadpool(data.active_run_of, engine, frame.site.id)
         if active is not None:
-            snapshot = await run_snapshot(client, engine, ledger, active, sess.account_id)
+            snapshot = await _live(run_snapshot(client, engine, ledger, active, sess.account_id))
     return render(
-        request, settings, "automation.html", sess, frame, runs=runs, snapshot=_dump(snapshot)
+        request,
+        settings,
+        "automation.html",
+        sess,
+        frame,
+        runs=runs,
+        snapshot=_dump(snapshot),
+        temporal_down=snapshot is DOWN,
     )
 
 
@@ -239,15 +248,34 @@ async def run_page(
         raise data.not_found(f"Automation run {run_id[:20]}…")
     site_id = await run_in_threadpool(data.run_site, engine, sess.account_id, run_id)
     frame = await run_in_threadpool(_frame, engine, sess, str(site_id), sector)
-    snapshot = await run_snapshot(client, engine, ledger, run_id, sess.account_id)
+    snapshot = await _live(run_snapshot(client, engine, ledger, run_id, sess.account_id))
     runs = await run_in_threadpool(data.runs_of_site, engine, sess.account_id, site_id)
     return render(
-        request, settings, "automation.html", sess, frame, runs=runs, snapshot=_dump(snapshot)
+        request,
+        settings,
+        "automation.html",
+        sess,
+        frame,
+        runs=runs,
+        snapshot=_dump(snapshot),
+        temporal_down=snapshot is DOWN,
     )
 
 
+DOWN = object()
+
+
+async def _live(query: Awaitable[Any]) -> Any:
+    """A running workflow's progress, or DOWN while Temporal cannot be reached (the page
+    then says so instead of failing)."""
+    try:
+        return await query
+    except TemporalUnavailable:
+        return DOWN
+
+
 def _dump(model: Any) -> dict[str, Any] | None:
-    return None if model is None else model.model_dump(mode="json")
+    return None if model is None or model is DOWN else model.model_dump(mode="json")
 
 
 # ---- image batches ----------------------------------------------------------------------
@@ -286,7 +314,7 @@ async def batch_page(
         raise data.not_found("Image batch")
     site_id = await run_in_threadpool(data.batch_site, engine, sess.account_id, batch_id)
     frame = await run_in_threadpool(_frame, engine, sess, str(site_id) if site_id else None, sector)
-    progress = await get_batch(batch_id, sess.account_id, engine, ledger, client)
+    progress = await _live(get_batch(batch_id, sess.account_id, engine, ledger, client))
     batches: list[Any] = []
     if frame.site is not None:
         batches = await run_in_threadpool(
@@ -301,6 +329,7 @@ async def batch_page(
         tasks=[],
         batches=batches,
         batch=_dump(progress),
+        temporal_down=progress is DOWN,
     )
 
 
