@@ -604,6 +604,7 @@ def _prepare() -> None:
 def _print_urls(stack: Any, key: str) -> None:
     settings = stack.settings
     table = Table("service", "where", title="igny8 is up")
+    table.add_row("Dashboard", f"{stack.api_url}/ (sign in with the demo API key)")
     table.add_row("API", f"{stack.api_url}/api/v1")
     table.add_row("OpenAPI docs", f"{stack.api_url}/docs")
     if not settings.temporal_address:
