@@ -13,6 +13,7 @@ failed requests and HTTP errors; `Guard.assert_clean()` fails the test on any of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -96,9 +97,19 @@ async def running_stack(
             app.dependency_overrides[get_temporal] = lambda: client
             async with serving(app) as base:
                 yield Stack(base, engine, settings, client, simulator, app)
+            await terminate_leftovers(client, settings.task_queue)
     finally:
         simulator.reset()
         engine.dispose()
+
+
+async def terminate_leftovers(client: Client, task_queue: str) -> None:
+    """Workflows the stack left running on its task queue (a site's publisher, sleeping
+    until a slot years ahead) would wait forever on a queue nobody polls: end them."""
+    query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+    with contextlib.suppress(Exception):  # best effort: the dev server may be going away
+        async for found in client.list_workflows(query):
+            await client.get_workflow_handle(found.id).terminate(reason="test stack stopped")
 
 
 @asynccontextmanager
@@ -150,6 +161,7 @@ class Guard:
 
         page.on("console", on_console)
         page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
+
         def on_failed(req: Any) -> None:
             # The tab icon is fetched late and dropped when the test navigates on at once.
             if req.url.endswith("/favicon.svg") and "ERR_ABORTED" in str(req.failure):
