@@ -509,6 +509,36 @@ async def test_an_image_batch_from_the_dashboard_runs_to_the_end(world: World):
         await context.close()
 
 
+async def test_credits_show_the_ledger_and_notifications_can_be_read(world: World):
+    context, page, guard = await open_page(world)
+    try:
+        await page.goto("/credits")
+        balance = builders.balance(world.stack.engine, world.account)
+        assert await page.inner_text("#balance") == str(balance)
+        with world.stack.engine.connect() as conn:
+            unread = conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM igny8_notifications_notification"
+                    " WHERE account_id = :a AND is_read = false"
+                ),
+                {"a": world.account},
+            ).scalar_one()
+        assert unread > 0 and await page.inner_text("#unread-badge") == str(unread)
+        assert "$" in await page.inner_text("table >> nth=0")  # usage with its USD cost
+        await page.locator("[data-read]").first.click()
+        await page.wait_for_function(
+            f"() => document.querySelector('#unread-badge')?.textContent !== '{unread}'"
+        )
+        await page.reload()
+        badge = page.locator("#unread-badge")
+        assert (await badge.inner_text() if unread > 1 else await badge.count()) == (
+            str(unread - 1) if unread > 1 else 0
+        )
+        guard.assert_clean()
+    finally:
+        await context.close()
+
+
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 async def test_every_page_is_clean_and_fits_the_screen(world: World, viewport: dict):
     context, page, guard = await open_page(world, viewport=viewport)
