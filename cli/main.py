@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -51,13 +50,6 @@ def _engine() -> Any:
 
     settings = get_settings()
     return make_engine(settings.database_url, pool_size=settings.db_pool_size)
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=get_settings().log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
 
 
 # ---- services ---------------------------------------------------------------------------
