@@ -48,6 +48,8 @@ class PublisherInput(Frozen):
     failed: int = 0
     # events before the publisher continues as new (one article is about 25)
     history_limit: int = 4000
+    # articles of a backlog published at once (each one's steps stay in order)
+    concurrency: int = 4
 
 
 def publisher_id(account_id: int, site_id: int) -> str:

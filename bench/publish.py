@@ -14,9 +14,9 @@ Method
   Bare loop (baseline): for each article of the first site, in this process, through
   providers/wordpress.py's client: upload each image (with its alt text and title),
   then create the post with the in-article images' URLs in its html, the featured media,
-  the slug and the excerpt. One article after another, each image after the other: the
-  publisher's own concurrency (one article at a time per site, DESIGN §8). No database,
-  no retries, no idempotency.
+  the slug and the excerpt; as many articles at a time as the publisher workflow takes
+  from a backlog (PublisherInput.concurrency, 4), each article's calls in order. No
+  database, no retries, no idempotency.
 
   igny8: the second site's articles are all due (scheduled a second ago); the site's
   PublisherWorkflow is poked (signal-with-start, as the API does) and publishes them:
@@ -51,7 +51,12 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Engine, func, select  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from activities.publishing import poke_publisher, publisher_id, with_images  # noqa: E402
+from activities.publishing import (  # noqa: E402
+    PublisherInput,
+    poke_publisher,
+    publisher_id,
+    with_images,
+)
 from bench.automation import cancellable, free_port, running_stack  # noqa: E402
 from cli.wordpress import (  # noqa: E402
     DatabaseConfig,
@@ -149,36 +154,52 @@ def articles_of(engine: Engine, ids: list[int]) -> list[tuple[Any, list[Any]]]:
 
 
 async def bare_loop(
-    wp: WordPressInstance, store: LocalMediaStore, articles: list[tuple[Any, list[Any]]]
+    wp: WordPressInstance,
+    store: LocalMediaStore,
+    articles: list[tuple[Any, list[Any]]],
+    concurrency: int,
 ) -> float:
-    """The same REST calls, one article and one image at a time; seconds taken."""
+    """The same REST calls, `concurrency` articles at a time (the publisher's own), each
+    article's images one after another, then its post; seconds taken."""
+    queue: asyncio.Queue[tuple[Any, list[Any]]] = asyncio.Queue()
+    for item in articles:
+        queue.put_nowait(item)
+
+    async def publisher(client: WordPressClient) -> None:
+        while not queue.empty():
+            article, images = queue.get_nowait()
+            await publish_one(client, store, article, images)
+
     started = time.perf_counter()
     async with WordPressClient(wp.base_url, wp.username, wp.app_password) as client:
-        for article, images in articles:
-            uploaded = []
-            for image in images:
-                title = f"bare-{image.id}-{uuid.uuid4().hex[:6]}"
-                media = await client.upload_media(
-                    store.get(image.file_path), f"{title}.png", "image/png", image.alt_text, title
-                )
-                uploaded.append(
-                    SimpleNamespace(
-                        id=media.id,
-                        external_url=media.source_url,
-                        alt_text=image.alt_text,
-                        image_type=image.image_type,
-                    )
-                )
-            await client.create_post(
-                title=article.title,
-                content=with_images(
-                    article.html, [u for u in uploaded if u.image_type != "featured"]
-                ),
-                slug=article.slug,
-                excerpt=article.meta_description,
-                featured_media=uploaded[0].id if uploaded else None,
-            )
+        await asyncio.gather(*(publisher(client) for _ in range(concurrency)))
     return time.perf_counter() - started
+
+
+async def publish_one(
+    client: WordPressClient, store: LocalMediaStore, article: Any, images: list[Any]
+) -> None:
+    uploaded = []
+    for image in images:
+        title = f"bare-{image.id}-{uuid.uuid4().hex[:6]}"
+        media = await client.upload_media(
+            store.get(image.file_path), f"{title}.png", "image/png", image.alt_text, title
+        )
+        uploaded.append(
+            SimpleNamespace(
+                id=media.id,
+                external_url=media.source_url,
+                alt_text=image.alt_text,
+                image_type=image.image_type,
+            )
+        )
+    await client.create_post(
+        title=article.title,
+        content=with_images(article.html, [u for u in uploaded if u.image_type != "featured"]),
+        slug=article.slug,
+        excerpt=article.meta_description,
+        featured_media=uploaded[0].id if uploaded else None,
+    )
 
 
 def published_count(engine: Engine, ids: list[int]) -> tuple[int, int]:
@@ -252,7 +273,8 @@ async def _measure(stack: Any, wp: WordPressInstance, opts: argparse.Namespace) 
     print(f"[{opts.db}] seeded 2 × {opts.articles} articles in {time.perf_counter() - t0:.1f} s")
     store = LocalMediaStore(media)
     before = wordpress_counts(wp)  # a fresh WordPress has its "Hello world!" post
-    bare_s = await bare_loop(wp, store, articles_of(stack.engine, bare_ids))
+    concurrency = PublisherInput(account_id=acct, site_id=ours_site).concurrency
+    bare_s = await bare_loop(wp, store, articles_of(stack.engine, bare_ids), concurrency)
     print(f"[{opts.db}] bare loop: {opts.articles} articles in {bare_s:.1f} s")
     ours_s = await igny8_publish(stack, acct, ours_site, ours_ids)
     print(f"[{opts.db}] igny8: {opts.articles} articles in {ours_s:.1f} s")
@@ -265,6 +287,7 @@ async def _measure(stack: Any, wp: WordPressInstance, opts: argparse.Namespace) 
     return {
         "db": opts.db,
         "worker_processes": opts.workers,
+        "concurrency": concurrency,
         "articles": opts.articles,
         "images_per_article": opts.images,
         "image_size_px": opts.image_size,
@@ -284,7 +307,8 @@ def summary(r: dict[str, Any]) -> list[str]:
     tag = f"[{r['db']}]"
     return [
         f"{tag} {r['articles']} articles × {r['images_per_article']} images "
-        f"({r['image_size_px']} px PNG) to a real WordPress, one article at a time",
+        f"({r['image_size_px']} px PNG) to a real WordPress, {r['concurrency']} articles at a "
+        "time (the publisher's concurrency), each article's calls in order",
         f"{tag} bare loop of the REST calls: {r['bare_loop_s']} s = "
         f"{r['bare_loop_articles_per_min']} articles/min",
         f"{tag} igny8 publisher workflow ({r['worker_processes']} workers): {r['igny8_s']} s = "

@@ -136,6 +136,9 @@ class World:
     publish_failing: set[int] = field(default_factory=set)  # content whose post fails
     published: list[int] = field(default_factory=list)
     publish_failed: list[int] = field(default_factory=list)
+    publish_steps: list[tuple[int, str]] = field(default_factory=list)  # (content, step)
+    publishing_now: int = 0
+    publishing_peak: int = 0
     active: int = 0
     peak: int = 0
     started: int = 0
@@ -442,6 +445,9 @@ class World:
 
     @activity.defn(name="start_publish")
     async def start_publish(self, inp: ContentRef) -> PublishJob:
+        self.publish_steps.append((inp.content_id, "start"))
+        self.publishing_now += 1
+        self.publishing_peak = max(self.publishing_peak, self.publishing_now)
         return PublishJob(
             content_id=inp.content_id,
             ready=True,
@@ -450,6 +456,7 @@ class World:
 
     @activity.defn(name="upload_image")
     async def upload_image(self, inp: ImageRef) -> int:
+        self.publish_steps.append((inp.content_id, "upload"))
         return self.uploads.setdefault(inp.image_id, len(self.uploads) + 1)
 
     @activity.defn(name="create_post")
@@ -458,15 +465,19 @@ class World:
             raise ApplicationError(
                 "WordPress refused the post", type="forbidden", non_retryable=True
             )
+        self.publish_steps.append((inp.content_id, "post"))
         post = self.posts.setdefault(inp.content_id, len(self.posts) + 1)
         return Published(content_id=inp.content_id, post_id=post, url=f"https://wp.test/?p={post}")
 
     @activity.defn(name="finish_publish")
     async def finish_publish(self, inp: Published) -> None:
+        self.publish_steps.append((inp.content_id, "finish"))
+        self.publishing_now -= 1
         self.published.append(inp.content_id)
 
     @activity.defn(name="fail_publish")
     async def fail_publish(self, inp: PublishFailure) -> None:
+        self.publishing_now -= 1
         self.publish_failed.append(inp.content_id)
 
     def activities(self) -> list[Any]:

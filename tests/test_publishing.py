@@ -337,6 +337,34 @@ async def test_a_backlog_continues_as_new_and_publishes_each_article_once(tempor
     assert sorted(world.published) == list(range(1, 17))  # each once, none lost
     assert len(world.uploads) == 32 and not world.publish_failed
     assert len(lengths) >= 3, lengths  # it did continue as new
+    # past the limit no article starts; those in flight (up to `concurrency`) finish
     one_article = 30  # claim, two uploads, the post and the finish, with their tasks
-    assert all(n < limit + one_article for n in lengths[:-1]), lengths
+    bound = limit + PublisherInput(account_id=1, site_id=1).concurrency * one_article
+    assert all(n < bound for n in lengths[:-1]), lengths
     assert status.published == 16  # the count survives continue-as-new
+
+
+async def test_a_backlog_goes_out_several_at_a_time_each_article_in_order(temporal_env):
+    """Articles due at once are published `concurrency` at a time (not one after another,
+    not all at once), and each article's steps keep their order: claim, uploads, post,
+    finish."""
+    world = World(publish_due=list(range(1, 11)))
+    queue, client = f"together-{uuid.uuid4().hex}", temporal_env.client
+    async with Worker(
+        client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
+    ):
+        handle = await client.start_workflow(
+            PublisherWorkflow.run,
+            PublisherInput(account_id=1, site_id=98, concurrency=3),
+            id=publisher_id(1, 98),
+            task_queue=queue,
+        )
+        await until(lambda: len(world.published) == 10)
+        await handle.terminate()
+    assert sorted(world.published) == list(range(1, 11))
+    assert world.publishing_peak == 3, world.publishing_peak
+    for content_id in range(1, 11):
+        steps = [step for c, step in world.publish_steps if c == content_id]
+        assert steps == ["start", "upload", "upload", "post", "finish"], (content_id, steps)
+    starts = [c for c, step in world.publish_steps if step == "start"]
+    assert starts == list(range(1, 11))  # started in slot order

@@ -11,6 +11,7 @@ until the next slot.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import timedelta
 
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
 IDLE = timedelta(days=1)  # with nothing scheduled, look again once a day anyway
 ROUNDS_BEFORE_CONTINUE = 200
 PATCH_HISTORY_BOUND = "publisher-continues-as-new-past-its-history-limit"
+PATCH_TOGETHER = "publisher-publishes-a-backlog-several-at-a-time"
 WORDPRESS_TIMEOUT = timedelta(minutes=2)
 # WordPress calls: a 5xx, a timeout or a 429 is retried with back-off (Retry-After when
 # sent); a wrong password, a missing site or a refused request is not: the article fails
@@ -75,6 +77,7 @@ class PublisherWorkflow:
         self.published = inp.published
         self.failed = inp.failed
         self.next_at: str | None = None
+        self.publishing = 0  # articles of a backlog in flight
 
     @workflow.signal
     def poke(self, _: Poke | None = None) -> None:
@@ -100,10 +103,13 @@ class PublisherWorkflow:
                 retry_policy=DB_RETRY,
                 summary="What is due, and the next slot",
             )
-            for content_id in agenda.due:
-                await self._publish(content_id)
-                if self._history_full(inp):
-                    break
+            if agenda.due and inp.concurrency > 1 and workflow.patched(PATCH_TOGETHER):
+                await self._publish_together(agenda.due, inp)
+            else:  # one at a time, as histories before the patch did
+                for content_id in agenda.due:
+                    await self._publish(content_id)
+                    if self._history_full(inp):
+                        break
             if self._history_full(inp):
                 break  # the rest is still scheduled: the next run's agenda has it
             if agenda.due:
@@ -124,6 +130,27 @@ class PublisherWorkflow:
         publisher continues as new. Histories before this patch never checked."""
         length = workflow.info().get_current_history_length()
         return length >= inp.history_limit and workflow.patched(PATCH_HISTORY_BOUND)
+
+    async def _publish_together(self, due: list[int], inp: PublisherInput) -> None:
+        """A backlog (several articles due at once: a burst of approvals, WordPress back
+        after an outage) goes out `inp.concurrency` articles at a time, started in slot
+        order: each article's steps still run one after another, and no new one starts
+        once the history is full."""
+
+        async def one(content_id: int) -> None:
+            try:
+                await self._publish(content_id)
+            finally:
+                self.publishing -= 1
+
+        started = []
+        for content_id in due:
+            await workflow.wait_condition(lambda: self.publishing < inp.concurrency)
+            if self._history_full(inp):
+                break
+            self.publishing += 1
+            started.append(asyncio.create_task(one(content_id)))
+        await asyncio.gather(*started)
 
     async def _publish(self, content_id: int) -> None:
         """One article: claim it, upload its images, make the post, mark it published;
