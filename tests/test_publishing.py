@@ -112,9 +112,11 @@ def notes(engine, kind: str):
         return conn.execute(select(t).where(t.c.notification_type == kind)).all()
 
 
-def quick_client(base_url: str, username: str, password: str) -> WordPressClient:
+def quick_client(
+    base_url: str, username: str, password: str, http: httpx.AsyncClient
+) -> WordPressClient:
     """A client that gives up after 3 s: a test's "timeout after the post was made"."""
-    return WordPressClient(base_url, username, password, timeout_s=3.0)
+    return WordPressClient(base_url, username, password, timeout_s=3.0, http=http)
 
 
 @asynccontextmanager
