@@ -10,6 +10,7 @@ is one post and each image one media item.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -212,35 +213,35 @@ class PublishingActivities:
     async def upload_image(self, inp: ImageRef) -> int:
         """The image as a WordPress media item with its alt text, once: a stored media id
         is reused; an upload whose outcome is unknown is found by its title first."""
-        image = self._image(inp.image_id)
+        image = await asyncio.to_thread(self._image, inp.image_id)
         if image.external_media_id:
             return int(image.external_media_id)
         title = media_title(image)
-        async with self._client(inp.content_id) as wp:
+        async with await self._client(inp.content_id) as wp:
             media = await wp.find_media(title) if activity.info().attempt > 1 else None
             if media is None:
-                data = self.store.get(image.file_path)
+                data = await asyncio.to_thread(self.store.get, image.file_path)
                 filename = f"{title}.{image.file_path.rsplit('.', 1)[-1]}"
                 media = await self._call(
                     wp.upload_media(
                         data, filename, image.mime_type or "image/png", image.alt_text, title
                     )
                 )
-        self._store_media(image.id, media)
+        await asyncio.to_thread(self._store_media, image.id, media)
         return media.id
 
     @activity.defn(name="create_post")
     async def create_post(self, inp: ContentRef) -> Published:
         """The post, once: a stored post id is reused; a create whose outcome is unknown
         (a retry) looks the post up by its slug across all statuses first."""
-        article, images = self._article(inp.content_id)
+        article, images = await asyncio.to_thread(self._article, inp.content_id)
         if article.external_id:
             return Published(
                 content_id=inp.content_id,
                 post_id=int(article.external_id),
                 url=article.external_url or "",
             )
-        async with self._client(inp.content_id) as wp:
+        async with await self._client(inp.content_id) as wp:
             post = await wp.find_post_by_slug(article.slug) if activity.info().attempt > 1 else None
             if post is None:
                 featured = next((i for i in images if i.image_type == "featured"), None)
@@ -255,7 +256,7 @@ class PublishingActivities:
                         featured_media=featured.external_media_id if featured else None,
                     )
                 )
-        self._store_post(inp.content_id, post)
+        await asyncio.to_thread(self._store_post, inp.content_id, post)
         return Published(content_id=inp.content_id, post_id=post.id, url=post.link)
 
     @activity.defn(name="finish_publish")
@@ -321,7 +322,15 @@ class PublishingActivities:
             raise ApplicationError(f"Content {content_id} does not exist", non_retryable=True)
         return article, list(images)
 
-    def _client(self, content_id: int) -> WordPressClient:
+    async def _client(self, content_id: int) -> WordPressClient:
+        """The site's WordPress client on this worker's pooled HTTP client. The database
+        reads of these async activities run in threads: the event loop never waits."""
+        base_url, username, password = await asyncio.to_thread(self._connection, content_id)
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        return self.client_factory(base_url, username, password, self._http)
+
+    def _connection(self, content_id: int) -> tuple[str, str, str]:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(INTEGRATIONS)
@@ -336,9 +345,7 @@ class PublishingActivities:
             )
         password = decrypt(row.password_encrypted, self.secret_key)
         register_secret(password)  # never in a log line of this process
-        if self._http is None:
-            self._http = httpx.AsyncClient()
-        return self.client_factory(row.base_url, row.username, password, self._http)
+        return row.base_url, row.username, password
 
     async def _call(self, awaitable: Any) -> Any:
         """A WordPress error as Temporal sees it: retried or not, with Retry-After."""
