@@ -112,6 +112,7 @@ def build_activities(
         publishing.start_publish,
         publishing.upload_image,
         publishing.create_post,
+        publishing.publish_article,
         publishing.finish_publish,
         publishing.fail_publish,
         pokes.poke_publisher,

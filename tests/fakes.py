@@ -469,6 +469,12 @@ class World:
         post = self.posts.setdefault(inp.content_id, len(self.posts) + 1)
         return Published(content_id=inp.content_id, post_id=post, url=f"https://wp.test/?p={post}")
 
+    @activity.defn(name="publish_article")
+    async def publish_article(self, inp: ContentRef) -> Published:
+        for image_id in (inp.content_id * 10, inp.content_id * 10 + 1):
+            await self.upload_image(ImageRef(content_id=inp.content_id, image_id=image_id))
+        return await self.create_post(inp)
+
     @activity.defn(name="finish_publish")
     async def finish_publish(self, inp: Published) -> None:
         self.publish_steps.append((inp.content_id, "finish"))
@@ -508,6 +514,7 @@ class World:
             self.start_publish,
             self.upload_image,
             self.create_post,
+            self.publish_article,
             self.finish_publish,
             self.fail_publish,
         ]

@@ -133,6 +133,7 @@ async def publisher_worker(client: Client, engine, media_dir: Path) -> AsyncIter
                 acts.start_publish,
                 acts.upload_image,
                 acts.create_post,
+                acts.publish_article,
                 acts.finish_publish,
                 acts.fail_publish,
             ],

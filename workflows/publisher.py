@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         AgendaInput,
         ContentRef,
         ImageRef,
+        Published,
         PublisherInput,
         PublishFailure,
         PublishingActivities,
@@ -35,6 +36,7 @@ IDLE = timedelta(days=1)  # with nothing scheduled, look again once a day anyway
 ROUNDS_BEFORE_CONTINUE = 200
 PATCH_HISTORY_BOUND = "publisher-continues-as-new-past-its-history-limit"
 PATCH_TOGETHER = "publisher-publishes-a-backlog-several-at-a-time"
+PATCH_ONE_CALL = "publisher-uploads-and-posts-in-one-activity"
 WORDPRESS_TIMEOUT = timedelta(minutes=2)
 # WordPress calls: a 5xx, a timeout or a 429 is retried with back-off (Retry-After when
 # sent); a wrong password, a missing site or a refused request is not: the article fails
@@ -165,21 +167,18 @@ class PublisherWorkflow:
         if not job.ready:
             return
         try:
-            for image_id in job.image_ids:
-                await workflow.execute_activity_method(
-                    PublishingActivities.upload_image,
-                    ImageRef(content_id=content_id, image_id=image_id),
-                    start_to_close_timeout=WORDPRESS_TIMEOUT,
+            if workflow.patched(PATCH_ONE_CALL):
+                published = await workflow.execute_activity_method(
+                    PublishingActivities.publish_article,
+                    ContentRef(content_id=content_id),
+                    start_to_close_timeout=WORDPRESS_TIMEOUT * (len(job.image_ids) + 1),
+                    heartbeat_timeout=WORDPRESS_TIMEOUT,  # a heartbeat after each image
                     retry_policy=PUBLISH_RETRY,
-                    summary=f"Upload image {image_id} to WordPress",
+                    summary=f"Upload {len(job.image_ids)} images and create the post of "
+                    f"article {content_id}",
                 )
-            published = await workflow.execute_activity_method(
-                PublishingActivities.create_post,
-                ContentRef(content_id=content_id),
-                start_to_close_timeout=WORDPRESS_TIMEOUT,
-                retry_policy=PUBLISH_RETRY,
-                summary=f"Create the WordPress post of article {content_id}",
-            )
+            else:  # an activity per image, then the post, as histories before the patch
+                published = await self._publish_in_steps(content_id, job.image_ids)
         except ActivityError as err:
             self.failed += 1
             await workflow.execute_activity_method(
@@ -198,3 +197,20 @@ class PublisherWorkflow:
             summary=f"Article {content_id} is published",
         )
         self.published += 1
+
+    async def _publish_in_steps(self, content_id: int, image_ids: list[int]) -> Published:
+        for image_id in image_ids:
+            await workflow.execute_activity_method(
+                PublishingActivities.upload_image,
+                ImageRef(content_id=content_id, image_id=image_id),
+                start_to_close_timeout=WORDPRESS_TIMEOUT,
+                retry_policy=PUBLISH_RETRY,
+                summary=f"Upload image {image_id} to WordPress",
+            )
+        return await workflow.execute_activity_method(
+            PublishingActivities.create_post,
+            ContentRef(content_id=content_id),
+            start_to_close_timeout=WORDPRESS_TIMEOUT,
+            retry_policy=PUBLISH_RETRY,
+            summary=f"Create the WordPress post of article {content_id}",
+        )
