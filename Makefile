@@ -38,6 +38,12 @@ format: $(STAMP) ## Apply ruff's formatting and fixes
 bench: $(STAMP) ## Run the benchmarks (results in bench/results/)
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/image_batch.py
+	$(BIN)/python bench/image_batch.py --batches 3
+	$(BIN)/python bench/automation.py
+	$(BIN)/python bench/watchers.py
+	@if bash deploy/wordpress/setup.sh --check >/dev/null 2>&1; then \
+		$(BIN)/python bench/publish.py; \
+	else echo "bench/publish.py skipped: no real WordPress here (run deploy/wordpress/setup.sh)"; fi
 
 clean: ## Remove the virtualenv and local state
 	rm -rf $(VENV) .data
