@@ -18,8 +18,10 @@ from temporalio.worker import Worker
 
 from tests.automation_paths import RUN_PATHS, start_run
 from tests.fakes import World
-from tests.workflow_paths import Ran, finish, world_until
+from tests.workflow_paths import Ran, finish, wait_until, world_until
 from worker import WORKFLOWS
+from workflows.engine.batch import CHILD_PAUSED, ChildReport
+from workflows.engine.control import ControlInput
 
 KEYWORDS_PER_CALL = 20
 
@@ -215,3 +217,42 @@ async def test_an_item_whose_ai_answer_fails_fails_alone(temporal_env, run_env):
     assert got["review"].done == want["review"] - world.ideas_per_cluster
     assert not any(k.endswith(":cluster:1002") for k in world.charges)  # never charged
     assert_each_item_charged_once(world)
+
+
+async def test_a_childs_out_of_credits_report_that_meets_the_resume_does_not_pause_again(
+    temporal_env,
+):
+    """A child batch's "out of credits" that reaches the run in the same workflow task as
+    the user's resume (after a top-up) is answered by that resume: the run goes on. The
+    worker is stopped while both signals are sent, so one activation carries them."""
+    world, queue = World(), f"stale-{uuid.uuid4().hex}"
+    world.keywords = 40
+    world.max_concurrency = 1  # the children keep images to claim when the pause comes
+    world.image_gate = asyncio.Event()
+    client = temporal_env.client
+
+    def worker() -> Worker:
+        return Worker(
+            client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
+        )
+
+    async with worker():
+        handle = await start_run(client, queue)
+        await wait_until(handle, lambda p: bool(p.active_batches))
+        await world_until(world, lambda w: w.waiting.get("generate_images", 0) > 0)
+        await handle.signal("pause", ControlInput(reason="user"))
+        await wait_until(handle, lambda p: p.status == "paused")
+        world.image_gate.set()
+        await world_until(world, lambda w: not w.waiting.get("generate_images") and not w.active)
+        batch = (await handle.query("progress"))["active_batches"][0]
+    await handle.signal(CHILD_PAUSED, ChildReport(batch_id=batch, status="paused",
+                                                  pause_reason="insufficient_credits"))  # fmt: skip
+    await handle.signal("resume", ControlInput())
+    async with worker():
+        settled = await wait_until(
+            handle, lambda p: p.status == "completed" or p.pause_reason == "insufficient_credits"
+        )
+        assert settled.status == "completed", settled  # not paused again by the stale report
+        result = await finish(handle)
+    assert result.result.status == "completed", result.result
+    assert world.note_types().count("automation_paused") == 0  # only the user paused it

@@ -95,6 +95,7 @@ TASKS_PER_CALL = 50
 REVIEW_PER_CALL = 50
 MIN_ACTIVE_CHILDREN = 3
 PATCH_EARLY_CHILD = "images-start-without-a-full-group"
+PATCH_STALE = "resume-drops-child-pause-reports-from-before-it"
 CREDIT_ERROR = "Insufficient credits"
 
 
@@ -305,7 +306,13 @@ class AutomationRunWorkflow:
     def resume(self, inp: ControlInput) -> None:
         if inp.budget_credits is not None:
             self.s.budget_credits = inp.budget_credits
+        was_paused = self.s.control.paused
         self.control.resume()
+        if was_paused and self._pending_pause is not None and workflow.patched(PATCH_STALE):
+            # a child's "out of credits" that came in while the run was paused is answered
+            # by this resume (every child is told to resume; one still short says so
+            # again): acting on it now would pause a topped-up run at once
+            self._pending_pause = None
 
     @workflow.signal
     def cancel(self, inp: ControlInput) -> None:

@@ -240,13 +240,18 @@ class ItemLoop(Generic[I]):
         self.in_flight += 1
 
         async def tracked() -> None:
+            evicted = False
             try:
                 await coro
             except Exception as err:  # an exhausted retry or a bug must not vanish silently
                 self._fail(item_id, f"{type(err).__name__}: {message(err)}")
+            except GeneratorExit:  # evicted from the worker's cache: no workflow loop left
+                evicted = True
+                raise
             finally:
                 self.in_flight -= 1
-                self.on_change()
+                if not evicted:
+                    self.on_change()
 
         task = asyncio.create_task(tracked())
         self._tasks.add(task)
