@@ -70,6 +70,16 @@ async def run_to_end(api: httpx.AsyncClient, headers: dict, site_id: int, **body
     return await watch(api, headers, started.json()["run_id"], lambda p: p["status"] in FINAL)
 
 
+async def paused_notes(engine, timeout_s: float = 30) -> list:
+    """The run's automation_paused notifications, once there is one (or the time is up)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        notes = rows(engine, Notification, Notification.notification_type == "automation_paused")
+        if notes or asyncio.get_running_loop().time() > deadline:
+            return notes
+        await asyncio.sleep(0.05)
+
+
 async def watch(api: httpx.AsyncClient, headers: dict, run_id: str, done, timeout_s: float = 240):
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -183,7 +193,7 @@ async def test_half_funded_run_pauses_then_a_top_up_and_resume_complete_it(wctx:
         run_id = started.json()["run_id"]
         paused = await watch(api, headers, run_id, lambda p: p["status"] in {"paused", *FINAL})
         assert (paused["status"], paused["pause_reason"]) == ("paused", "insufficient_credits")
-        notes = rows(engine, Notification, Notification.notification_type == "automation_paused")
+        notes = await paused_notes(engine)  # written just after the status changes
         assert len(notes) == 1 and "Top up" in notes[0].message
         builders.top_up(engine, acct, 20_000)
         resumed = await api.post(f"/automation/runs/{run_id}/resume", headers=headers)
