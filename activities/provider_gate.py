@@ -163,9 +163,7 @@ class ProviderGate:
         waiting calls a higher `priority` is served first."""
         state = self._models.setdefault(model, _Model())
         state.limit = max(1, limit)
-        slot_no = await self._wait(
-            model, state, _Waiter(workflow_id, self._future(), priority), max_wait_s
-        )
+        slot_no = await self._wait(model, state, workflow_id, priority, max_wait_s)
         started = asyncio.get_running_loop().time()
         try:
             await self._wait_out_back_off(model, state)
@@ -200,14 +198,13 @@ class ProviderGate:
                     await task
 
     # ---- waiting -------------------------------------------------------------------
-    @staticmethod
-    def _future() -> asyncio.Future[int]:
-        return asyncio.get_running_loop().create_future()
-
-    async def _wait(self, model: str, state: _Model, waiter: _Waiter, max_wait_s: float) -> int:
+    async def _wait(
+        self, model: str, state: _Model, workflow_id: str | None, priority: int, max_wait_s: float
+    ) -> int:
         if state.spare and state.next_waiter() is None:
-            return state.spare.pop()
+            return state.spare.pop()  # a spare slot: no waiter, no future
         self._ensure_listener()
+        waiter = _Waiter(workflow_id, asyncio.get_running_loop().create_future(), priority)
         state.waiters.append(waiter)
         state.wake.set()
         if state.task is None or state.task.done():

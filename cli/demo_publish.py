@@ -170,8 +170,8 @@ def wait_published(
     return publishing.finished
 
 
-def calendar_today(client: httpx.Client, site_id: int) -> list[dict[str, Any]]:
-    """Today's and the coming week's calendar items of the site (its own timezone)."""
+def calendar_week(client: httpx.Client, site_id: int) -> list[dict[str, Any]]:
+    """The site's calendar items from yesterday to a week ahead (its own timezone)."""
     today = datetime.now(UTC).date()
     params = {
         "start": (today - timedelta(days=1)).isoformat(),

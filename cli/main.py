@@ -469,11 +469,9 @@ def up(
 
 def _keep_running(stack: Any, key: str, publishing: Any) -> None:
     """Until a child dies: report the demo's scheduled posts as they go out."""
-    from cli.demo_publish import DemoPublishing
-
     last_look = 0.0
     while not stack.dead_children():
-        pending = isinstance(publishing, DemoPublishing) and not publishing.finished
+        pending = publishing is not None and not publishing.finished
         if pending and time.monotonic() - last_look > 2.0:
             last_look = time.monotonic()
             with _api_errors(), _client(stack.api_url, key) as client:
@@ -556,7 +554,7 @@ def _publish_demo(api_url: str, key: str, wordpress: Any, count: int) -> Any:
 
 def _wait_demo_posts(api_url: str, key: str, publishing: Any) -> bool:
     """Wait for the scheduled articles, print the site's calendar; all published?"""
-    from cli.demo_publish import calendar_today, wait_published
+    from cli.demo_publish import calendar_week, wait_published
 
     final: list[dict[str, Any]] = []
 
@@ -567,7 +565,7 @@ def _wait_demo_posts(api_url: str, key: str, publishing: Any) -> bool:
     with _api_errors(), _client(api_url, key) as client:
         with console.status("waiting for the publisher workflow…"):
             done = wait_published(client, publishing, report, timeout_s=180)
-        items = calendar_today(client, publishing.site_id)
+        items = calendar_week(client, publishing.site_id)
     table = Table("day", "status", "title", "link", title="calendar (yesterday to next week)")
     for item in items:
         table.add_row(item["day"], item["site_status"], item["title"], item["external_url"] or "")

@@ -449,9 +449,7 @@ class World:
         self.publishing_now += 1
         self.publishing_peak = max(self.publishing_peak, self.publishing_now)
         return PublishJob(
-            content_id=inp.content_id,
-            ready=True,
-            image_ids=[inp.content_id * 10, inp.content_id * 10 + 1],
+            content_id=inp.content_id, ready=True, image_ids=_article_images(inp.content_id)
         )
 
     @activity.defn(name="upload_image")
@@ -471,7 +469,7 @@ class World:
 
     @activity.defn(name="publish_article")
     async def publish_article(self, inp: ContentRef) -> Published:
-        for image_id in (inp.content_id * 10, inp.content_id * 10 + 1):
+        for image_id in _article_images(inp.content_id):
             await self.upload_image(ImageRef(content_id=inp.content_id, image_id=image_id))
         return await self.create_post(inp)
 
@@ -522,3 +520,8 @@ class World:
 
 def epoch() -> datetime:
     return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _article_images(content_id: int) -> list[int]:
+    """A fake article's two images (featured, in-article): ids derived from its own."""
+    return [content_id * 10, content_id * 10 + 1]
