@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -81,13 +82,38 @@ async def closed(wctx: WorkerCtx, batch_id: str) -> BatchProgress:
     return await asyncio.wait_for(handle.result(), timeout=60)
 
 
+async def events(api: httpx.AsyncClient, headers: dict, batch_id: str) -> list[dict]:
+    """Every snapshot the batch's Server-Sent Events stream sends, to its end."""
+    snapshots = []
+    url = f"/images/batches/{batch_id}/events"
+    async with api.stream("GET", url, headers=headers) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                snapshots.append(json.loads(line[6:]))
+    return snapshots
+
+
 async def test_start_watch_and_finish_a_batch(api: httpx.AsyncClient, wctx: WorkerCtx):
-    headers, tasks, _ = seeded(wctx, credits=50)
+    wctx.sim.configure(latency_s=0.5)  # each image in flight over a few event ticks
+    headers, tasks, _ = seeded(wctx, credits=50, titles=["Tea", "Coffee"])
     resp = await api.post("/images/batches", json={"task_ids": tasks}, headers=headers)
     assert resp.status_code == 202, resp.text
     started = resp.json()
     assert started["batch_id"].startswith("image-batch-") and started["status"] == "running"
     assert (started["images"], started["credits_quoted"]) == (4, 8)
+    snapshots = await events(api, headers, started["batch_id"])
+    assert snapshots[-1]["status"] == "completed" and snapshots[-1]["current_items"] == []
+    # the images in flight, by name
+    named = {item["title"] for s in snapshots for item in s["current_items"]}
+    assert named and named <= {
+        f"{kind} for “{title}”"
+        for kind in ("Featured image", "In-article image 1")
+        for title in ("Tea", "Coffee")
+    }, named
+    balances = [s["balance"] for s in snapshots if s["balance"] is not None]
+    assert balances == sorted(balances, reverse=True) and balances[-1] == 42
     final = await poll(api, headers, started["batch_id"], lambda b: b["status"] == "completed")
     assert (final["images_done"], final["credits_used"], final["balance"]) == (4, 8, 42)
     result = await closed(wctx, started["batch_id"])
@@ -157,6 +183,7 @@ async def test_controls_and_another_accounts_batch(api: httpx.AsyncClient, wctx:
     _, other_key = builders.account(wctx.engine, credits=5)
     other = {"Authorization": f"Bearer {other_key}"}
     assert (await api.get(f"/images/batches/{batch_id}", headers=other)).status_code == 404
+    assert (await api.get(f"/images/batches/{batch_id}/events", headers=other)).status_code == 404
     assert (await api.post(f"/images/batches/{batch_id}/cancel", headers=other)).status_code == 404
     assert (await api.get("/images/batches/not-a-batch", headers=headers)).status_code == 404
     pause = await api.post(f"/images/batches/{batch_id}/pause", headers=headers)

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from domain.reconcile import reconcile
 from domain.titles import normalise_title
@@ -227,6 +227,20 @@ async def test_sse_watchers_see_the_balance_fall_while_images_are_made(wctx: Wor
     ]
     falls = sum(1 for a, b in itertools.pairwise(during_images) if b < a)
     assert falls >= 2, during_images  # the balance moved image by image, not only at the end
+    # the items being worked on, by their titles as stored (the images stage always has some)
+    named = {
+        (i["stage"], i["kind"], i["id"], i["title"]) for s in snapshots for i in s["current_items"]
+    }
+    assert "images" in {stage for stage, *_ in named}, named
+    column = {"keyword": "keyword", "cluster": "name", "task": "title", "content": "title"}
+    table = {"keyword": "keywords", "cluster": "clusters", "task": "tasks", "content": "content"}
+    with wctx.engine.connect() as conn:
+        for _stage, kind, item_id, title in named:
+            sql = (
+                f"SELECT {column[kind]} FROM igny8_{table[kind]} WHERE id = :i AND account_id = :a"
+            )
+            assert conn.execute(text(sql), {"i": item_id, "a": acct}).scalar_one() == title
+    assert snapshots[-1]["current_items"] == []
     assert snapshots[-1]["balance"] == builders.balance(wctx.engine, acct)
 
 

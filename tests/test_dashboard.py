@@ -159,6 +159,31 @@ async def wait_status(page: Any, *statuses: str, timeout_s: float = 90) -> str:
     return await page.get_attribute(".panel[data-kind]", "data-status")
 
 
+async def record_working(page: Any) -> None:
+    """Record every line the panel shows about the items being worked on (under each
+    stage, and the "now" line) into window.working[stage or "now"]."""
+    await page.evaluate(
+        """() => {
+            const panel = document.querySelector('.panel[data-kind]');
+            window.working = {};
+            const keep = (key, t) => {
+                const seen = window.working[key] = window.working[key] || [];
+                if (t && !seen.includes(t)) seen.push(t);
+            };
+            const look = () => {
+                panel.querySelectorAll('[data-stage]').forEach((row) => {
+                    const items = row.querySelector('.stage-items');
+                    if (items && !items.hidden) keep(row.dataset.stage, items.textContent.trim());
+                });
+                keep('now', panel.querySelector('[data-field=now]').textContent.trim());
+            };
+            look();
+            new MutationObserver(look).observe(panel, {childList: true, characterData: true,
+                                                       subtree: true, attributes: true});
+        }"""
+    )
+
+
 async def run_progress(world: World, run_id: str):
     handle = world.stack.client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id)
     return await handle.query(AutomationRunWorkflow.progress)
@@ -243,7 +268,8 @@ async def test_sign_in_the_branded_404_and_json_404_for_the_api(world: World):
 async def test_a_run_started_from_the_dashboard_shows_the_balance_falling_image_by_image(
     world: World,
 ):
-    world.stack.sim.configure(latency_s=0.05, images_latency_s=0.25)
+    # text calls slow enough that each stage's items are in flight across several SSE ticks
+    world.stack.sim.configure(latency_s=0.6, images_latency_s=0.25)
     context, page, guard = await open_page(world)
     try:
         await page.goto("/automation")
@@ -251,6 +277,7 @@ async def test_a_run_started_from_the_dashboard_shows_the_balance_falling_image_
         await page.wait_for_url("**/automation/runs/**")
         run_id = await page.get_attribute("#run-panel", "data-id")
         world.state["run_id"] = run_id
+        await record_working(page)
         await page.evaluate(
             """() => {  // each balance shown, with the images stage's status at that moment
                 const el = document.querySelector('#live-balance');
@@ -267,6 +294,24 @@ async def test_a_run_started_from_the_dashboard_shows_the_balance_falling_image_
         balances = [b for b, _ in seen]
         assert balances == sorted(balances, reverse=True), balances  # only ever falls
         assert builders.balance(world.stack.engine, world.account) == balances[-1]
+        # the item being processed, by its title, under its stage and in the "now" line
+        working = await page.evaluate("window.working")
+        with world.stack.engine.connect() as conn:
+            site = {"s": world.site_id}
+            keywords = conn.execute(
+                text("SELECT keyword FROM igny8_keywords WHERE site_id = :s"), site
+            ).scalars()
+            tasks = conn.execute(
+                text("SELECT title FROM igny8_tasks WHERE site_id = :s AND idea_id IS NOT NULL"),
+                site,
+            ).scalars()
+            titles = {"clustering": set(keywords), "content": set(tasks)}
+        for stage, verb in (("clustering", "Clustering “"), ("content", "Writing “")):
+            named = {t for t in re.findall(r"“([^”]+)”", " ".join(working.get(stage, [])))}
+            assert named and named <= titles[stage], (stage, working)
+            assert any(line.startswith(verb) for line in working[stage]), working
+        assert any(" · Writing “" in line for line in working["now"]), working["now"]
+        assert any(line.startswith("Illustrating “") for line in working.get("images", []))
         # image by image: it fell several times while the images stage ran, not once at the end
         during_images = [b for b, status in seen if status.endswith("stage-running")]
         assert len(during_images) >= 3, seen
@@ -498,15 +543,25 @@ async def test_an_image_batch_from_the_dashboard_runs_to_the_end(world: World):
         await page.goto("/images")
         await page.get_by_label(PUBLISHED[0][0]).check()  # seeded without images
         before = builders.balance(world.stack.engine, world.account)
+        world.stack.sim.configure(images_latency_s=1.0)  # in flight over several SSE ticks
         await page.click("#start-batch button[type=submit]")
         await page.wait_for_url("**/images/batches/**")
+        await record_working(page)
         assert await wait_status(page, *FINAL) == "completed"
+        title = PUBLISHED[0][0]
+        working = await page.evaluate("window.working")
+        assert any(
+            line.startswith("Generating ") and f"Featured image for “{title}”" in line
+            for line in working["images"]
+        ), working
+        assert any(f"image for “{title}”" in line for line in working["now"]), working
         after = builders.balance(world.stack.engine, world.account)
         assert after < before and await page.inner_text("#live-balance") == str(after)
         world.state["batch_id"] = await page.get_attribute("#batch-panel", "data-id")
         guard.assert_clean()
     finally:
         await context.close()
+        world.stack.sim.configure(images_latency_s=0.25)
 
 
 async def test_credits_show_the_ledger_and_notifications_can_be_read(world: World):

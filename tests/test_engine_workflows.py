@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from tests.fakes import World
 from tests.workflow_paths import PATHS, WORKFLOW_STARTS, Ran, world_until
 from worker import WORKFLOWS
+from workflows.engine.items import WORKING_SHOWN
 
 ITEMS = {"ImageBatchWorkflow": 12, "TextBatchWorkflow": 12}  # 6 tasks × 2 images; 12 articles
 KINDS = list(WORKFLOW_STARTS)
@@ -75,6 +76,22 @@ async def test_claims_stop_at_two_calls_per_provider_slot(time_skipping_env, fak
     world.gate.set()
     assert (await handle.result()).status == "completed"
     assert world.peak == 2 * world.max_concurrency
+
+
+async def test_progress_names_the_first_images_in_flight_and_none_once_done(
+    time_skipping_env, fake_env
+):
+    queue, world = fake_env
+    world.gate = asyncio.Event()
+    handle = await WORKFLOW_STARTS["ImageBatchWorkflow"](time_skipping_env.client, queue)
+    await world_until(world, lambda w: w.active == 2 * w.max_concurrency)
+    progress = await handle.query("progress")
+    # claimed in plan order: tasks 1, 2, ... with images n = 0, 1 each (ids task*100 + n)
+    assert progress["working_on"] == [100, 101, 200][:WORKING_SHOWN]
+    assert progress["images_in_flight"] == 2 * world.max_concurrency
+    world.gate.set()
+    result = await handle.result()
+    assert result.status == "completed" and result.working_on == []
 
 
 @pytest.mark.parametrize("kind", KINDS)

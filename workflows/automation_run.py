@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.engine.control import ControlInput, ControlState, ProgressRequest, RunControl
     from workflows.engine.items import (
         HISTORY_LIMIT,
+        WORKING_SHOWN,
         Deferred,
         Failed,
         ItemLoop,
@@ -167,6 +168,9 @@ class StageProgress(Frozen):
     done: int
     failed: int
     credits_used: int
+    # The first few items being worked on now: keywords (clustering), clusters (ideas),
+    # tasks (content), content (image prompts, images); none for the bulk DB stages.
+    working_on: list[int] = []
 
 
 class RunProgress(Frozen):
@@ -1010,6 +1014,7 @@ class AutomationRunWorkflow:
                 done=st.loop.done,
                 failed=st.loop.failed,
                 credits_used=st.meter.credits_used,
+                working_on=self._working_on(stage),
             )
         if stage == "images":
             a = self.s.images.articles
@@ -1022,6 +1027,9 @@ class AutomationRunWorkflow:
                 done=a.done,
                 failed=a.failed,
                 credits_used=self.s.images.credits_used,
+                working_on=[
+                    content_id for arts in self.s.images.active.values() for content_id, _ in arts
+                ][:WORKING_SHOWN],
             )
         flow: FlowStageState = getattr(self.s, stage)
         if not flow.finished and flow.done:
@@ -1034,6 +1042,14 @@ class AutomationRunWorkflow:
             failed=flow.failed,
             credits_used=0,
         )
+
+    def _working_on(self, stage: str) -> list[int]:
+        ids = self.loops[stage].working_on()
+        if stage != "clustering":
+            return ids
+        # a clustering item is a batch of keywords: name its keywords
+        members = self.s.text[stage].members
+        return [k for batch in ids for k in members.get(str(batch), [])][:WORKING_SHOWN]
 
     def _progress(self) -> RunProgress:
         stages = [self._stage_progress(stage) for stage in STAGES]

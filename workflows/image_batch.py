@@ -91,6 +91,7 @@ class BatchProgress(Frozen):
     cost_usd: Decimal
     balance: int | None
     errors: list[str]
+    working_on: list[int] = []  # ids of the first few images being generated now
 
 
 class CreditsView(Frozen):
@@ -148,6 +149,7 @@ class ImageBatchWorkflow:
             cost_usd=c.cost_usd,
             balance=c.balance,
             errors=c.errors,
+            working_on=c.working_on,
         )
 
     @workflow.query

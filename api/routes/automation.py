@@ -32,6 +32,7 @@ from api.errors import TemporalUnavailable, error_responses
 from api.pagination import Page, PageDep, paginate
 from api.run_events import FINAL, RunEvents
 from api.scoping import MAX_ID
+from api.work_items import STAGE_KINDS, WorkItem, describe
 from core import metrics
 from core.logs import bind_log_context
 from domain.automation import active_run, claim_site
@@ -70,6 +71,13 @@ class RunControlBody(BaseModel):
     budget_credits: int | None = Field(
         default=None, ge=1, le=MAX_ID, description="On resume: a new budget for the run"
     )
+
+
+class RunSnapshot(RunProgress):
+    """The run's progress as the API shows it: the live balance, and the items being
+    worked on now by title (the first few of each running stage)."""
+
+    current_items: list[WorkItem] = []
 
 
 class RunControlAccepted(BaseModel):
@@ -179,9 +187,9 @@ def _row(engine: Engine, run_id: str, account_id: int) -> Any:
     return row
 
 
-def _row_progress(row: Any, balance: int) -> RunProgress:
+def _row_progress(row: Any, balance: int) -> RunSnapshot:
     stages = [StageProgress(**s) for s in (row.summary or {}).get("stages", [])]
-    return RunProgress(
+    return RunSnapshot(
         run_id=row.run_id,
         site_id=row.site_id,
         status=row.status,
@@ -197,7 +205,7 @@ def _row_progress(row: Any, balance: int) -> RunProgress:
 
 async def run_snapshot(
     client: Client | None, engine: Engine, ledger: Ledger, run_id: str, account_id: int
-) -> RunProgress:
+) -> RunSnapshot:
     """A finished run from its row; a running one from its workflow (the row if the
     workflow cannot answer). The balance is the ledger's, live."""
     row = await run_in_threadpool(_row, engine, run_id, account_id)
@@ -219,18 +227,26 @@ async def run_snapshot(
     if progress is None:
         row = await run_in_threadpool(_row, engine, run_id, account_id)
         return _row_progress(row, bal.credits)
-    return progress.model_copy(update={"balance": bal.credits})
+    wanted = [
+        (st.name, STAGE_KINDS[st.name], item_id)
+        for st in progress.stages
+        if st.status == "running" and st.name in STAGE_KINDS
+        for item_id in st.working_on
+    ]
+    items = await run_in_threadpool(describe, engine, account_id, wanted) if wanted else []
+    return RunSnapshot(**{**progress.model_dump(), "balance": bal.credits, "current_items": items})
 
 
-@router.get("/runs/{run_id}", response_model=RunProgress, responses=error_responses(404, 503))
+@router.get("/runs/{run_id}", response_model=RunSnapshot, responses=error_responses(404, 503))
 async def get_run(
     run_id: RunIdPath,
     account_id: CurrentAccountId,
     engine: EngineDep,
     ledger: LedgerDep,
     client: TemporalDep,
-) -> RunProgress:
-    """The run's progress: status, pause reason, each stage's counts, credits and balance."""
+) -> RunSnapshot:
+    """The run's progress: status, pause reason, each stage's counts, credits and balance,
+    and the items being worked on now (`current_items`, by title)."""
     return await run_snapshot(client, engine, ledger, run_id, account_id)
 
 

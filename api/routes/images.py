@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, delete, insert, select
 from starlette.concurrency import run_in_threadpool
@@ -30,8 +31,10 @@ from api.deps import (
     TemporalDep,
 )
 from api.errors import TemporalUnavailable, error_responses, unprocessable
+from api.run_events import RunEvents
 from api.schemas import ErrorMessage
 from api.scoping import id_path
+from api.work_items import WorkItem, describe
 from core import metrics
 from core.logs import bind_log_context
 from domain.images import BatchQuote, quote_batch
@@ -67,6 +70,13 @@ class BatchStarted(BaseModel):
     status: str
     images: int
     credits_quoted: int
+
+
+class BatchSnapshot(BatchProgress):
+    """The batch's progress as the API shows it, with the images being generated now by
+    name (`current_items`: the first few)."""
+
+    current_items: list[WorkItem] = []
 
 
 class ControlAccepted(BaseModel):
@@ -196,9 +206,9 @@ def _is_finished(row: Any) -> bool:
     return row.finished_at is not None or row.status in FINISHED
 
 
-def _row_progress(row: Any, balance: int) -> BatchProgress:
+def _row_progress(row: Any, balance: int) -> BatchSnapshot:
     """A finished batch as its stored row tells it: nothing in flight or reserved."""
-    return BatchProgress(
+    return BatchSnapshot(
         batch_id=row.batch_id,
         status=row.status,
         pause_reason=None,
@@ -226,7 +236,7 @@ def _stored_progress(
 
 
 @router.get(
-    "/batches/{batch_id}", response_model=BatchProgress, responses=error_responses(404, 503)
+    "/batches/{batch_id}", response_model=BatchSnapshot, responses=error_responses(404, 503)
 )
 async def get_batch(
     batch_id: BatchIdPath,
@@ -234,9 +244,55 @@ async def get_batch(
     engine: EngineDep,
     ledger: LedgerDep,
     client: TemporalDep,
-) -> BatchProgress:
+) -> BatchSnapshot:
     """A finished batch's stored summary (it answers even while Temporal is down), or a
-    running batch's live progress from its workflow."""
+    running batch's live progress from its workflow, with the images being generated now
+    by name (`current_items`)."""
+    return await batch_snapshot(client, engine, ledger, batch_id, account_id)
+
+
+@router.get(
+    "/batches/{batch_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "progress snapshots"},
+        **error_responses(404, 503),
+    },
+    response_class=StreamingResponse,
+)
+async def batch_events(
+    batch_id: BatchIdPath,
+    request: Request,
+    account_id: CurrentAccountId,
+    engine: EngineDep,
+    ledger: LedgerDep,
+    client: TemporalDep,
+) -> StreamingResponse:
+    """Server-Sent Events: a `progress` event with the batch's snapshot (as `GET` gives
+    it) whenever it changes, until the batch ends. Every watcher of a batch shares one
+    query per tick."""
+    # asked once here for the 404 (before streaming), and that answer is the first event
+    first: BatchSnapshot | None = await batch_snapshot(client, engine, ledger, batch_id, account_id)
+
+    async def fetch() -> dict[str, Any]:
+        nonlocal first
+        snap = first or await batch_snapshot(client, engine, ledger, batch_id, account_id)
+        first = None
+        return snap.model_dump(mode="json")
+
+    events: RunEvents | None = getattr(request.app.state, "run_events", None)
+    if events is None:  # an app whose lifespan did not run (tests on the ASGI transport)
+        events = request.app.state.run_events = RunEvents()
+    return StreamingResponse(
+        events.stream(f"batch:{batch_id}", fetch),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def batch_snapshot(
+    client: Client | None, engine: Engine, ledger: Ledger, batch_id: str, account_id: int
+) -> BatchSnapshot:
+    """The stored row once finished, else the workflow's answer with titles."""
     # The row first: a finished batch needs no worker to replay its history for a query.
     has_row, finished = await run_in_threadpool(
         _stored_progress, engine, ledger, batch_id, account_id
@@ -248,7 +304,12 @@ async def get_batch(
         raise _batch_not_found(batch_id)
     if client is None:
         raise TemporalUnavailable()
-    return await _query_progress(client, engine, ledger, batch_id, account_id)
+    progress = await _query_progress(client, engine, ledger, batch_id, account_id)
+    if isinstance(progress, BatchSnapshot):
+        return progress
+    wanted = [("images", "image", image_id) for image_id in progress.working_on]
+    items = await run_in_threadpool(describe, engine, account_id, wanted) if wanted else []
+    return BatchSnapshot(**progress.model_dump(), current_items=items)
 
 
 async def _query_progress(

@@ -56,6 +56,7 @@ class BatchCounts(Frozen):
     cost_usd: Decimal
     balance: int | None
     errors: list[str]
+    working_on: list[int] = []  # the first few items being generated now
 
 
 CHILD_FINISHED = "child_batch_finished"
@@ -254,6 +255,7 @@ class MeteredBatch(Generic[I]):
             cost_usd=m.cost_usd,
             balance=m.balance,
             errors=list(s.errors),
+            working_on=self.loop.working_on(),
         )
 
     def summary(self) -> dict[str, object]:

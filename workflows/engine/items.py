@@ -13,6 +13,7 @@ never delivered free.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -42,6 +43,8 @@ HISTORY_LIMIT = 3000
 # with a fast provider the second only crowds the workers.
 DEEP_MIN_CALL_S = 0.25
 CALL_AVERAGE_WEIGHT = 0.2
+# How many of the items being generated a progress query names.
+WORKING_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class ItemLoop(Generic[I]):
         self.on_change = on_change
         self.in_flight = 0
         self.working = 0
+        # the items being generated now, oldest first: shown as "working on" (queries only)
+        self.working_ids: dict[int, None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- the loop ------------------------------------------------------------------
@@ -235,6 +240,11 @@ class ItemLoop(Generic[I]):
             and self.history_full()
         )
 
+    def working_on(self, limit: int = WORKING_SHOWN) -> list[int]:
+        """The ids of the first `limit` items being generated now (for progress queries;
+        in memory only: no item is in flight when the state is carried over)."""
+        return list(itertools.islice(self.working_ids, limit))
+
     # ---- one item ------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None], item_id: int) -> None:
         self.in_flight += 1
@@ -259,10 +269,13 @@ class ItemLoop(Generic[I]):
 
     async def _process(self, item: I) -> None:
         self.working += 1
+        item_id = self.work.item_id(item)
+        self.working_ids[item_id] = None
         try:
             out = await self.work.process(item)
         finally:
             self.working -= 1
+            self.working_ids.pop(item_id, None)
         if isinstance(out, Deferred):
             self.pending.insert(0, item)
         elif isinstance(out, Failed):

@@ -54,7 +54,7 @@
     $$("input[name=task_ids]", box.closest("form")).forEach((b) => { b.checked = box.checked; });
   }));
 
-  /* ---- the in-progress panel: a run (Server-Sent Events) or an image batch (polling) ---- */
+  /* ---- the in-progress panel of a run or an image batch, live from Server-Sent Events ---- */
   function Panel(el) {
     const kind = el.dataset.kind;
     const buttons = {
@@ -65,7 +65,6 @@
     let snap = JSON.parse($("#panel-initial", el).textContent);
     let pending = null; // the control asked for, until the workflow shows it
     let source = null;
-    let timer = null;
 
     function inFlight(s) {
       if (kind === "batch") return s.images_in_flight || 0;
@@ -87,6 +86,14 @@
         row.querySelector(".bar").setAttribute("aria-label", label(name));
         $(".stages", el).appendChild(row);
       }
+      let doing = $(".stage-items", row);
+      if (!doing) {
+        doing = document.createElement("p");
+        doing.className = "stage-items small muted";
+        row.appendChild(doing);
+      }
+      doing.textContent = workingText(snap, name);
+      doing.hidden = !doing.textContent;
       $("[data-done]", row).textContent = done;
       $("[data-total]", row).textContent = total;
       const bar = $(".bar", row);
@@ -96,21 +103,39 @@
       fill.className = "fill stage-" + (status || "");
     }
 
+    /* What each stage does to the item it names, for "Writing “How to brew tea”". */
+    const VERB = {
+      clustering: "Clustering", ideas: "Finding ideas for", content: "Writing",
+      image_prompts: "Writing image prompts for", images: "Illustrating",
+    };
+    const quoted = (item) => item.kind === "image" ? item.title : "“" + item.title + "”";
+
+    function itemsOf(s, stage) {
+      return (s.current_items || []).filter((it) => it.stage === stage);
+    }
+
+    function workingText(s, stage) {
+      const items = itemsOf(s, stage);
+      if (!items.length || FINAL.includes(s.status)) return "";
+      const names = items.map(quoted).join(", ");
+      return kind === "batch" ? "Generating " + names : VERB[stage] + " " + names;
+    }
+
     function nowText(s) {
       if (FINAL.includes(s.status)) return label(s.status) + ".";
       if (kind === "batch") {
-        const left = s.images_total - s.images_done - s.images_failed;
+        const doing = workingText(s, "images");
         return "Generating images: " + s.images_done + " of " + s.images_total + " done" +
-          (inFlight(s) ? ", " + inFlight(s) + " in flight" : "") + (left > 0 ? "" : "");
+          (inFlight(s) ? ", " + inFlight(s) + " in flight" : "") + (doing ? " · " + doing : "");
       }
       const stage = (s.stages || []).find((st) => st.name === s.current_stage);
       if (!stage) return s.current_stage ? label(s.current_stage) : "Starting…";
-      let text = label(stage.name) + ": " + stage.done + " of " + stage.total + " done" +
-        (s.status === "running" && stage.done < stage.total ? ", working on item " + (stage.done + 1) : "");
+      let text = label(stage.name) + ": " + stage.done + " of " + stage.total + " done";
       if (stage.name === "images" && s.live_images) {
         text = "Images: " + s.live_images.images_done + " generated, " + s.live_images.images_in_flight + " in flight";
       }
-      return text;
+      const doing = workingText(s, stage.name);
+      return doing ? text + " · " + doing : text;
     }
 
     function render(s) {
@@ -154,9 +179,8 @@
 
     /* A finished run's stream is ended by the server right after the final snapshot:
        close the EventSource then (so it does not reconnect), not before, which would
-       abort the response mid-way; a poll simply stops. */
+       abort the response mid-way. */
     function finish() {
-      if (timer) { clearTimeout(timer); timer = null; }
       if (source && !source.closeTimer) source.closeTimer = setTimeout(stop, 5000);
     }
 
@@ -180,7 +204,6 @@
       renderButtons(snap.status);
       try {
         await api("POST", el.dataset.control + "/" + action);
-        if (kind === "batch") poll();
       } catch (err) {
         pending = null;
         say(msg, err.message, "error");
@@ -190,29 +213,14 @@
 
     function stop() {
       if (source) { clearTimeout(source.closeTimer); source.close(); source = null; }
-      if (timer) { clearTimeout(timer); timer = null; }
-    }
-
-    async function poll() {
-      if (timer) { clearTimeout(timer); timer = null; }
-      try {
-        render(await api("GET", el.dataset.poll));
-      } catch (err) {
-        say(msg, err.message, "error");
-      }
-      if (!FINAL.includes(snap.status) && !timer) timer = setTimeout(poll, 400);
     }
 
     Object.entries(buttons).forEach(([action, btn]) => btn.addEventListener("click", () => control(action)));
     render(snap);
     if (!FINAL.includes(snap.status)) {
-      if (kind === "run") {
-        source = new EventSource(el.dataset.events);
-        source.addEventListener("progress", (ev) => render(JSON.parse(ev.data)));
-        source.onerror = () => { if (FINAL.includes(snap.status)) stop(); };  // the end
-      } else {
-        timer = setTimeout(poll, 400);
-      }
+      source = new EventSource(el.dataset.events);
+      source.addEventListener("progress", (ev) => render(JSON.parse(ev.data)));
+      source.onerror = () => { if (FINAL.includes(snap.status)) stop(); };  // the end
     }
     window.addEventListener("pagehide", stop);
   }

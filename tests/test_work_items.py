@@ -1,0 +1,95 @@
+"""The titles a live panel shows for the ids a workflow's progress names (api/work_items)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session
+
+from api import work_items
+from api.work_items import describe
+from models import Image, Task
+from tests import builders
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Each test's database is truncated and reuses ids: no title from the last one."""
+    work_items._caches.clear()
+
+
+def test_each_kind_of_item_is_named_by_its_title_in_the_order_asked(engine):
+    acct, _ = builders.account(engine)
+    site = builders.site(engine, acct)
+    cluster, words = builders.cluster(engine, acct, site.id, "Espresso", ["espresso shots"])
+    task, content = builders.task_with_content(engine, acct, site.id, "Pulling a Shot")
+    with Session(engine, expire_on_commit=False) as session:
+        featured = Image(account_id=acct, site_id=site.id, task_id=task.id, prompt="p")
+        inline = Image(
+            account_id=acct,
+            site_id=site.id,
+            task_id=task.id,
+            prompt="q",
+            image_type="in_article",
+            position=2,
+        )
+        session.add_all([featured, inline])
+        session.commit()
+    items = describe(
+        engine,
+        acct,
+        [
+            ("content", "task", task.id),
+            ("clustering", "keyword", words[0].id),
+            ("ideas", "cluster", cluster.id),
+            ("images", "content", content.id),
+            ("images", "image", inline.id),
+            ("images", "image", featured.id),
+        ],
+    )
+    assert [(i.stage, i.kind, i.title) for i in items] == [
+        ("content", "task", "Pulling a Shot"),
+        ("clustering", "keyword", "espresso shots"),
+        ("ideas", "cluster", "Espresso"),
+        ("images", "content", "Pulling a Shot"),
+        ("images", "image", "In-article image 2 for “Pulling a Shot”"),
+        ("images", "image", "Featured image for “Pulling a Shot”"),
+    ]
+
+
+def test_another_accounts_items_and_unknown_ids_are_left_out(engine):
+    mine, _ = builders.account(engine)
+    theirs, _ = builders.account(engine)
+    my_site = builders.site(engine, mine)
+    their_site = builders.site(engine, theirs)
+    my_task, _ = builders.task_with_content(engine, mine, my_site.id, "Mine")
+    their_task, _ = builders.task_with_content(engine, theirs, their_site.id, "Secret plan")
+    wanted = [("content", "task", their_task.id), ("content", "task", my_task.id)]
+    wanted.append(("content", "task", 10**9))
+    assert [i.title for i in describe(engine, mine, wanted)] == ["Mine"]
+    # cached per account: the owner still sees its own title, the other account never does
+    assert [i.title for i in describe(engine, theirs, wanted)] == ["Secret plan"]
+    assert [i.title for i in describe(engine, mine, wanted)] == ["Mine"]
+
+
+def test_the_title_cache_stays_bounded(engine, monkeypatch):
+    monkeypatch.setattr(work_items, "CACHE_SIZE", 3)
+    acct, _ = builders.account(engine)
+    site = builders.site(engine, acct)
+    tasks = [builders.task_with_content(engine, acct, site.id, f"T{n}")[0] for n in range(5)]
+    items = describe(engine, acct, [("content", "task", t.id) for t in tasks])
+    assert [i.title for i in items] == ["T0", "T1", "T2", "T3", "T4"]
+    assert len(work_items._cache(engine)) <= 3
+
+
+def test_a_cached_title_is_read_again_after_its_time(engine, monkeypatch):
+    acct, _ = builders.account(engine)
+    site = builders.site(engine, acct)
+    task, _ = builders.task_with_content(engine, acct, site.id, "Old title")
+    wanted = [("content", "task", task.id)]
+    assert [i.title for i in describe(engine, acct, wanted)] == ["Old title"]
+    with engine.begin() as conn:
+        conn.execute(Task.__table__.update().values(title="New title"))
+    assert [i.title for i in describe(engine, acct, wanted)] == ["Old title"]  # cached
+    later = work_items._now() + work_items.CACHE_TTL_S + 1
+    monkeypatch.setattr(work_items, "_now", lambda: later)
+    assert [i.title for i in describe(engine, acct, wanted)] == ["New title"]
