@@ -114,6 +114,8 @@ def build_activities(
         publishing.create_post,
         publishing.publish_article,
         publishing.finish_publish,
+        publishing.publish_due,
+        publishing.publish_lane,
         publishing.fail_publish,
         pokes.poke_publisher,
         automation.record_run,

@@ -64,9 +64,13 @@ from activities.publishing import (
     AgendaInput,
     ContentRef,
     ImageRef,
+    LaneOutcome,
+    PublishDueInput,
     Published,
     PublishFailure,
     PublishJob,
+    PublishLaneInput,
+    PublishOutcome,
 )
 from activities.runs import RunStopInput
 from activities.text import (
@@ -132,6 +136,7 @@ class World:
     # publishing: content ids due now, and what the fake WordPress received
     publish_due: list[int] = field(default_factory=list)
     posts: dict[int, int] = field(default_factory=dict)  # content → post id
+    publish_gate: asyncio.Event | None = None  # when set up, whole articles wait for it
     uploads: dict[int, int] = field(default_factory=dict)  # image → media id
     publish_failing: set[int] = field(default_factory=set)  # content whose post fails
     published: list[int] = field(default_factory=list)
@@ -479,6 +484,27 @@ class World:
         self.publishing_now -= 1
         self.published.append(inp.content_id)
 
+    @activity.defn(name="publish_due")
+    async def publish_whole(self, inp: PublishDueInput) -> PublishOutcome:
+        await self.start_publish(ContentRef(content_id=inp.content_id))
+        if self.publish_gate is not None:  # a test holds articles mid-publish
+            await self.publish_gate.wait()
+        published = await self.publish_article(ContentRef(content_id=inp.content_id))
+        await self.finish_publish(published.model_copy(update={"published_at": inp.now}))
+        return PublishOutcome(content_id=inp.content_id, published=published)
+
+    @activity.defn(name="publish_lane")
+    async def publish_lane(self, inp: PublishLaneInput) -> LaneOutcome:
+        outcomes = []
+        for content_id in inp.content_ids:
+            try:
+                out = await self.publish_whole(PublishDueInput(content_id=content_id, now=inp.now))
+            except ApplicationError as err:
+                await self.fail_publish(PublishFailure(content_id=content_id, error=str(err)))
+                out = PublishOutcome(content_id=content_id, error=str(err))
+            outcomes.append(out)
+        return LaneOutcome(outcomes=outcomes)
+
     @activity.defn(name="fail_publish")
     async def fail_publish(self, inp: PublishFailure) -> None:
         self.publishing_now -= 1
@@ -514,6 +540,8 @@ class World:
             self.create_post,
             self.publish_article,
             self.finish_publish,
+            self.publish_whole,
+            self.publish_lane,
             self.fail_publish,
         ]
 

@@ -51,9 +51,12 @@ async def sign_in(context: Any, key: str) -> Any:
     return page
 
 
-async def prepare(browser: Any, stack: Any, data: dict[str, Any], fake: FakeWordPress) -> dict:
+async def prepare(
+    browser: Any, stack: Any, data: dict[str, Any], fake: FakeWordPress, out: Path
+) -> dict:
     """One finished run, one image batch, a WordPress connection, and a second run paused
-    mid-way; returns the paths to photograph."""
+    mid-way (photographed live first, naming the articles being written, as
+    `automation-live-desktop.png`); returns the paths to photograph."""
     context = await browser.new_context(viewport=DESKTOP, base_url=stack.url)
     page = await sign_in(context, data["key"])
     stack.sim.configure(latency_s=0.05, images_latency_s=0.2)
@@ -88,6 +91,8 @@ async def prepare(browser: Any, stack: Any, data: dict[str, Any], fake: FakeWord
     await page.wait_for_url("**/automation/runs/**")
     await wait_panel(page, "p => Number(p.querySelector('[data-stage=content] [data-done]')"
                      ".textContent) > 0")  # fmt: skip
+    await wait_panel(page, "p => !p.querySelector('[data-stage=content] .stage-items').hidden")
+    await page.screenshot(path=out / "automation-live-desktop.png", full_page=True)
     await page.click("[data-action=pause]")
     await wait_panel(page, "p => p.dataset.status === 'paused'")
     await context.close()
@@ -133,7 +138,7 @@ async def photograph(out: Path) -> list[Path]:
         with tempfile.TemporaryDirectory() as tmp:
             async with chromium() as browser, running_stack(env.client, sim, Path(tmp)) as stack:
                 data = seed(stack)
-                paths = await prepare(browser, stack, data, fake)
+                paths = await prepare(browser, stack, data, fake, out)
                 for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
                     context = await browser.new_context(
                         viewport=viewport, base_url=stack.url, device_scale_factor=1

@@ -53,23 +53,7 @@ def article(engine, media_dir: Path, wp_url: str, user: str, password: str, **co
     connected to WordPress."""
     acct, _ = builders.account(engine, credits=10)
     site = builders.site(engine, acct, timezone="Europe/Berlin")
-    task, row = builders.task_with_content(engine, acct, site.id, "Cold Brew at Home")
-    store = LocalMediaStore(media_dir)
-    slug = content.pop("slug", f"cold-brew-at-home-{uuid.uuid4().hex[:6]}")
     with Session(engine, expire_on_commit=False) as session:
-        c = session.get(Content, row.id)
-        c.sqlmodel_update({"html": ARTICLE, "status": "approved", "slug": slug,
-                           "meta_description": "How to make cold brew at home.", **content})  # fmt: skip
-        session.add(c)
-        for position, kind in enumerate(("featured", "in_article")):
-            image = Image(account_id=acct, site_id=site.id, task_id=task.id, content_id=c.id,
-                          image_type=kind, position=position, status="generated",
-                          alt_text=f"{kind} alt", mime_type="image/png")  # fmt: skip
-            session.add(image)
-            session.flush()
-            key = image_key(acct, image.id, "image/png")
-            store.put(key, draw_png(f"image {position}", 16, 16), "image/png")
-            image.file_path = key
         session.add(
             WordPressIntegration(
                 account_id=acct,
@@ -80,7 +64,32 @@ def article(engine, media_dir: Path, wp_url: str, user: str, password: str, **co
             )
         )
         session.commit()
-        return acct, site.id, c.id
+    return acct, site.id, another_article(engine, media_dir, acct, site.id, **content)
+
+
+def another_article(
+    engine, media_dir: Path, acct: int, site_id: int, title: str = "Cold Brew at Home", **content
+) -> int:
+    """One more approved article with its two stored images, on the same site."""
+    task, row = builders.task_with_content(engine, acct, site_id, title)
+    store = LocalMediaStore(media_dir)
+    slug = content.pop("slug", f"cold-brew-at-home-{uuid.uuid4().hex[:6]}")
+    with Session(engine, expire_on_commit=False) as session:
+        c = session.get(Content, row.id)
+        c.sqlmodel_update({"html": ARTICLE, "status": "approved", "slug": slug,
+                           "meta_description": "How to make cold brew at home.", **content})  # fmt: skip
+        session.add(c)
+        for position, kind in enumerate(("featured", "in_article")):
+            image = Image(account_id=acct, site_id=site_id, task_id=task.id, content_id=c.id,
+                          image_type=kind, position=position, status="generated",
+                          alt_text=f"{kind} alt", mime_type="image/png")  # fmt: skip
+            session.add(image)
+            session.flush()
+            key = image_key(acct, image.id, "image/png")
+            store.put(key, draw_png(f"image {position}", 16, 16), "image/png")
+            image.file_path = key
+        session.commit()
+        return c.id
 
 
 def schedule(engine, content_id: int, at) -> None:
@@ -135,6 +144,8 @@ async def publisher_worker(client: Client, engine, media_dir: Path) -> AsyncIter
                 acts.create_post,
                 acts.publish_article,
                 acts.finish_publish,
+                acts.publish_due,
+                acts.publish_lane,
                 acts.fail_publish,
             ],
             activity_executor=pool,
@@ -179,6 +190,9 @@ async def test_a_scheduled_article_publishes_at_its_slot_and_not_before(
     row = content_row(engine, content_id)
     assert row.published_at >= slot and len(fake.posts) == 1 and len(fake.media) == 2
     assert row.external_id == str(fake.posts[0]["id"]) and row.external_url
+    # in one attempt: only a retry looks up what an earlier attempt may have made
+    assert (fake.calls("upload_media"), fake.calls("create_post")) == (2, 1)
+    assert fake.calls("list_media") == fake.calls("list_posts") == 0
     assert len(notes(engine, "content_published")) == 1
 
 
@@ -224,6 +238,48 @@ async def test_a_500_on_the_first_try_then_success_makes_one_post(
     await _publish_now(temporal_env.client, engine, tmp_path, acct, site_id, content_id)
     assert content_row(engine, content_id).site_status == "published"
     assert len(fake.posts) == 1 and fake.calls("create_post") == 2
+
+
+async def test_a_backlog_lane_fails_a_refused_article_alone_and_retries_the_rest_once(
+    temporal_env, engine, tmp_path, fake
+):
+    """Six articles due at once go out in lanes (more than the concurrency of four): the
+    post WordPress refuses for good (403) fails that article only, with its notification;
+    a 500 on an upload retries its lane, which makes nothing twice."""
+    acct, site_id, first = article(engine, tmp_path, fake.url, DEFAULT_USER, DEFAULT_APP_PASSWORD)
+    ids = [first] + [
+        another_article(engine, tmp_path, acct, site_id, title=f"Brew {n}") for n in range(5)
+    ]
+    fake.fail("create_post", 403)  # the first post any lane makes
+    fake.fail("upload_media", 500)  # the first upload any lane makes
+    now = utcnow() - timedelta(seconds=1)
+    for content_id in ids:
+        schedule(engine, content_id, now)
+    async with publisher_worker(temporal_env.client, engine, tmp_path) as queue:
+        await poke_publisher(temporal_env.client, queue, acct, site_id)
+        await until(
+            lambda: all(content_row(engine, c).site_status in ("published", "failed") for c in ids),
+            timeout_s=120,
+        )
+        handle = temporal_env.client.get_workflow_handle(publisher_id(acct, site_id))
+        status = await handle.query(PublisherWorkflow.status)
+        history = await handle.fetch_history()
+        await stop_publisher(temporal_env.client, acct, site_id)
+    statuses = sorted(content_row(engine, c).site_status for c in ids)
+    assert statuses == ["failed"] + ["published"] * 5
+    assert (status.published, status.failed) == (5, 1)
+    failures = notes(engine, "content_publish_failed")
+    assert len(failures) == 1 and "could not be published" in failures[0].message
+    assert len(notes(engine, "content_published")) == 5
+    # one post per published article and one media item per image: nothing twice
+    assert len(fake.posts) == 5 and len({p["slug"] for p in fake.posts}) == 5
+    assert len(fake.media) == len({m["title"]["raw"] for m in fake.media}) == 12
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert "publish_lane" in scheduled and "publish_due" not in scheduled, scheduled
 
 
 async def test_a_timeout_after_the_post_was_made_still_makes_one_post(
@@ -316,7 +372,7 @@ async def test_a_backlog_continues_as_new_and_publishes_each_article_once(tempor
     """Hundreds of articles due at once (WordPress was down for a day) must not grow one
     history without bound: past its limit the publisher continues as new, and the next
     run's agenda has the rest. Fake activities: only the workflow's rule is under test."""
-    world = World(publish_due=list(range(1, 17)))
+    world = World(publish_due=list(range(1, 81)))
     queue, limit = f"backlog-{uuid.uuid4().hex}", 60
     client = temporal_env.client
     async with Worker(
@@ -324,11 +380,12 @@ async def test_a_backlog_continues_as_new_and_publishes_each_article_once(tempor
     ):
         handle = await client.start_workflow(
             PublisherWorkflow.run,
-            PublisherInput(account_id=1, site_id=99, history_limit=limit),
+            # lanes of two articles: forty lane activities fill several histories
+            PublisherInput(account_id=1, site_id=99, history_limit=limit, lane_articles=2),
             id=publisher_id(1, 99),
             task_queue=queue,
         )
-        await until(lambda: len(world.published) == 16)
+        await until(lambda: len(world.published) == 80)
         lengths, run_id = [], handle.first_execution_run_id
         while run_id:
             history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
@@ -337,31 +394,33 @@ async def test_a_backlog_continues_as_new_and_publishes_each_article_once(tempor
             run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
         status = await handle.query(PublisherWorkflow.status)
         await handle.terminate()
-    assert sorted(world.published) == list(range(1, 17))  # each once, none lost
-    assert len(world.uploads) == 32 and not world.publish_failed
+    assert sorted(world.published) == list(range(1, 81))  # each once, none lost
+    assert len(world.uploads) == 160 and not world.publish_failed
     assert len(lengths) >= 3, lengths  # it did continue as new
     # past the limit no article starts; those in flight (up to `concurrency`) finish
     one_article = 30  # claim, two uploads, the post and the finish, with their tasks
     bound = limit + PublisherInput(account_id=1, site_id=1).concurrency * one_article
     assert all(n < bound for n in lengths[:-1]), lengths
-    assert status.published == 16  # the count survives continue-as-new
+    assert status.published == 80  # the count survives continue-as-new
 
 
 async def test_a_backlog_goes_out_several_at_a_time_each_article_in_order(temporal_env):
     """Articles due at once are published `concurrency` at a time (not one after another,
-    not all at once), and each article's steps keep their order: claim, uploads, post,
-    finish."""
-    world = World(publish_due=list(range(1, 11)))
+    not all at once), in lanes of `lane_articles` one after another, about in slot order;
+    each article's steps keep their order: claim, uploads, post, finish."""
+    world = World(publish_due=list(range(1, 11)), publish_gate=asyncio.Event())
     queue, client = f"together-{uuid.uuid4().hex}", temporal_env.client
     async with Worker(
         client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
     ):
         handle = await client.start_workflow(
             PublisherWorkflow.run,
-            PublisherInput(account_id=1, site_id=98, concurrency=3),
+            PublisherInput(account_id=1, site_id=98, concurrency=3, lane_articles=2),
             id=publisher_id(1, 98),
             task_queue=queue,
         )
+        await until(lambda: world.publishing_now == 3)  # three held mid-publish at once
+        world.publish_gate.set()
         await until(lambda: len(world.published) == 10)
         await handle.terminate()
     assert sorted(world.published) == list(range(1, 11))
@@ -370,4 +429,6 @@ async def test_a_backlog_goes_out_several_at_a_time_each_article_in_order(tempor
         steps = [step for c, step in world.publish_steps if c == content_id]
         assert steps == ["start", "upload", "upload", "post", "finish"], (content_id, steps)
     starts = [c for c, step in world.publish_steps if step == "start"]
-    assert starts == list(range(1, 11))  # started in slot order
+    assert sorted(starts) == list(range(1, 11)) and sorted(starts[:3]) == [1, 2, 3]
+    # about in slot order: the lanes side by side put no article more than two places off
+    assert all(abs(place - (c - 1)) < 3 for place, c in enumerate(starts)), starts

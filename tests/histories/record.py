@@ -34,7 +34,7 @@ from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput
 from workflows.publisher import PublisherWorkflow
 
 HERE = Path(__file__).resolve().parent
-RELEASE = "r3"
+RELEASE = "r4"
 
 
 async def record_paths(client: Client, out: Path, only: str | None) -> list[Path]:
@@ -89,18 +89,19 @@ async def record_publisher(env: WorkflowEnvironment, out: Path) -> Path:
 
 
 async def record_publisher_backlog(env: WorkflowEnvironment, out: Path) -> list[Path]:
-    """A backlog past the history limit: the publisher continues as new (release r3)."""
-    world, queue = World(publish_due=[1, 2, 3, 4]), f"record-{uuid.uuid4().hex}"
+    """A backlog past the history limit: the publisher continues as new (release r3; from
+    r4 it publishes in lanes of articles, so it takes more of them to fill the history)."""
+    world, queue = World(publish_due=list(range(1, 25))), f"record-{uuid.uuid4().hex}"
     async with Worker(
         env.client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
     ):
         handle = await env.client.start_workflow(
             PublisherWorkflow.run,
-            PublisherInput(account_id=1, site_id=8, history_limit=40),
+            PublisherInput(account_id=1, site_id=8, history_limit=40, lane_articles=2),
             id=publisher_id(1, 8),
             task_queue=queue,
         )
-        while len(world.published) < 4:
+        while len(world.published) < 24:
             await asyncio.sleep(0.05)
         first = handle.first_execution_run_id
         await handle.terminate()
