@@ -8,13 +8,16 @@ tools can import this module freely and pass their own `Settings`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
 
 from api.dashboard.routes import install_dashboard
 from api.deps import set_thread_limit
@@ -95,6 +98,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.run_events = RunEvents()
     app.state.temporal_connector = connector
     app.state.temporal = await connector.connect()
+    # the OpenAPI document takes ~0.75 s of CPU to build here: once, now, off the loop
+    await run_in_threadpool(app.openapi)
     try:
         yield
     finally:
@@ -124,7 +129,32 @@ def _with_extra_schemas(app: FastAPI) -> None:
         document_undecodable_bodies(app, schema)
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    lock = threading.Lock()  # built once, even when two first requests come together
+
+    def built_once() -> dict[str, Any]:
+        with lock:
+            return openapi()
+
+    app.openapi = built_once  # type: ignore[method-assign]
+    _serve_openapi_off_the_loop(app)
+
+
+def _serve_openapi_off_the_loop(app: FastAPI) -> None:
+    """FastAPI's own `/openapi.json` builds the document on the event loop the first
+    time, stalling every other request for as long: this one builds it in the thread
+    pool (the lifespan builds it at start-up, so it is usually there already)."""
+    url = app.openapi_url
+    routes = app.router.routes
+    where = next(i for i, r in enumerate(routes) if getattr(r, "path", None) == url)
+
+    async def openapi_json() -> JSONResponse:
+        schema = app.openapi_schema
+        if schema is None:
+            schema = await run_in_threadpool(app.openapi)
+        return JSONResponse(schema)
+
+    app.add_api_route(url, openapi_json, include_in_schema=False)
+    routes[where] = routes.pop()  # in the place of FastAPI's own
 
 
 def create_app(

@@ -132,7 +132,8 @@ async def finished_at(request: Awaitable[httpx.Response]) -> tuple[httpx.Respons
 async def api_client(
     engine: sa.Engine, db_url: str, temporal: Client, task_queue: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app under httpx's ASGI transport, in this test's event loop."""
+    """The real app under httpx's ASGI transport, in this test's event loop, started by
+    its lifespan as uvicorn starts it."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="test",
@@ -144,7 +145,10 @@ async def api_client(
     app.dependency_overrides[get_settings_dep] = lambda: settings
     app.dependency_overrides[get_temporal] = lambda: temporal
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
         yield client
 
 
@@ -210,3 +214,25 @@ async def test_reads_answer_while_a_batch_start_waits_for_the_write_lock(
     assert started.status_code == 202, started.text
     assert started_at >= released_at, "the POST finished before the lock was released"
     await temporal_client.get_workflow_handle(started.json()["batch_id"]).terminate()
+
+
+async def test_the_first_openapi_request_builds_the_document_off_the_loop(
+    engine: sa.Engine, db_url: str
+) -> None:
+    """FastAPI builds the OpenAPI document on the event loop at the first request (~0.75 s
+    of CPU here), stalling every request meanwhile; ours builds it in the thread pool, so
+    a liveness probe sent just after it answers first."""
+    settings = Settings(_env_file=None, environment="test", database_url=db_url)  # type: ignore[call-arg]
+    app: FastAPI = create_app(settings, connect_temporal=False)  # no lifespan: not built yet
+    app.dependency_overrides[get_engine] = lambda: engine
+    assert app.openapi_schema is None
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+        spec = asyncio.create_task(finished_at(api.get("/openapi.json")))
+        await asyncio.sleep(0)  # the spec request is under way first
+        (live, live_at), (doc, doc_at) = await asyncio.gather(
+            finished_at(api.get("/api/v1/health/live")), spec
+        )
+    assert live.status_code == 200 and doc.status_code == 200
+    assert "/api/v1/images/batches/{batch_id}/events" in doc.json()["paths"]
+    assert live_at < doc_at, "the probe waited for the OpenAPI document: the loop was blocked"
