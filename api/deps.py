@@ -33,6 +33,7 @@ from temporalio.client import Client
 
 from api.dashboard.session import cookie_account
 from api.errors import TemporalUnavailable
+from api.work_items import TitleCache
 from core.settings import Settings
 from domain.accounts import authenticate
 from domain.ledger import Ledger
@@ -116,6 +117,16 @@ async def require_temporal(client: TemporalDep) -> Client:
 
 
 TemporalClientDep = Annotated[Client, Depends(require_temporal)]
+
+
+def get_titles(request: Request) -> TitleCache:
+    """The app's cache of item titles for live progress (api/work_items.py)."""
+    titles = _state(request, "titles")
+    assert isinstance(titles, TitleCache)
+    return titles
+
+
+TitlesDep = Annotated[TitleCache, Depends(get_titles)]
 
 
 async def get_media_store(request: Request) -> MediaStore:

@@ -27,6 +27,7 @@ from api.routes import api_router
 from api.run_events import RunEvents
 from api.schemas import OPENAPI_EXTRA_MODELS
 from api.temporal import TemporalConnector
+from api.work_items import TitleCache
 from core.observability import Observability
 from core.settings import Settings, get_settings
 from domain.ledger import Ledger
@@ -183,6 +184,7 @@ def create_app(
     app.state.settings = settings or get_settings()
     app.state.connect_temporal = connect_temporal
     app.state.observability = observability
+    app.state.titles = TitleCache()
     install_error_handlers(app)
     wire(app, observability)
     app.include_router(api_router, prefix=API_PREFIX, dependencies=[Depends(bind_path_ids)])

@@ -3,7 +3,7 @@
 A workflow's progress names the items in flight by id only (its state carries ids, and a
 query must not touch the database). The API turns those ids into the titles a person
 reads ("Writing “How to brew tea”"), one query per kind of item, scoped to the account.
-Titles are cached per process and database: a live panel asks every tick, and a title
+Titles are cached per app (`TitleCache`): a live panel asks every tick, and a title
 seldom changes in the seconds an item is in flight.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -49,34 +48,31 @@ class WorkItem(BaseModel):
     title: str
 
 
-# Per engine (a test's fresh database reuses ids), bounded, oldest dropped first.
-_caches: weakref.WeakKeyDictionary[Engine, OrderedDict[tuple[int, str, int], tuple[float, str]]] = (
-    weakref.WeakKeyDictionary()
-)
-_now = time.monotonic  # the cache's clock (a test moves it)
-_lock = threading.Lock()  # lookups run in the API's thread pool
+class TitleCache:
+    """Titles by (account, kind, id), bounded (oldest dropped first), each kept for
+    CACHE_TTL_S. One per app (app.state.titles): lookups run in its thread pool."""
 
+    def __init__(self, size: int = CACHE_SIZE, ttl_s: float = CACHE_TTL_S) -> None:
+        self.size = size
+        self.ttl_s = ttl_s
+        self.clock = time.monotonic  # a test moves it
+        self._items: OrderedDict[tuple[int, str, int], tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
 
-def _cache(engine: Engine) -> OrderedDict[tuple[int, str, int], tuple[float, str]]:
-    cache = _caches.get(engine)
-    if cache is None:
-        cache = _caches[engine] = OrderedDict()
-    return cache
+    def __len__(self) -> int:
+        return len(self._items)
 
+    def get(self, key: tuple[int, str, int]) -> str | None:
+        with self._lock:
+            hit = self._items.get(key)
+        return hit[1] if hit is not None and hit[0] > self.clock() else None
 
-def _remember(engine: Engine, key: tuple[int, str, int], title: str) -> None:
-    with _lock:
-        cache = _cache(engine)
-        cache[key] = (_now() + CACHE_TTL_S, title)
-        cache.move_to_end(key)
-        while len(cache) > CACHE_SIZE:
-            cache.popitem(last=False)
-
-
-def _cached(engine: Engine, key: tuple[int, str, int]) -> str | None:
-    with _lock:
-        hit = _cache(engine).get(key)
-    return hit[1] if hit is not None and hit[0] > _now() else None
+    def put(self, key: tuple[int, str, int], title: str) -> None:
+        with self._lock:
+            self._items[key] = (self.clock() + self.ttl_s, title)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 def _image_title(image_type: str, position: int, task_title: str) -> str:
@@ -104,7 +100,7 @@ def _fetch(engine: Engine, account_id: int, kind: str, ids: list[int]) -> dict[i
 
 
 def describe(
-    engine: Engine, account_id: int, wanted: Iterable[tuple[str, str, int]]
+    engine: Engine, titles: TitleCache, account_id: int, wanted: Iterable[tuple[str, str, int]]
 ) -> list[WorkItem]:
     """(stage, kind, id) triples as WorkItems with titles, in the order given. An id the
     account does not own (or that is gone) is left out rather than shown by number."""
@@ -112,7 +108,7 @@ def describe(
     found: dict[tuple[str, int], str] = {}
     missing: dict[str, list[int]] = {}
     for _, kind, item_id in wanted:
-        title = _cached(engine, (account_id, kind, item_id))
+        title = titles.get((account_id, kind, item_id))
         if title is None:
             missing.setdefault(kind, []).append(item_id)
         else:
@@ -120,7 +116,7 @@ def describe(
     for kind, ids in missing.items():
         for item_id, title in _fetch(engine, account_id, kind, ids).items():
             found[(kind, item_id)] = title
-            _remember(engine, (account_id, kind, item_id), title)
+            titles.put((account_id, kind, item_id), title)
     return [
         WorkItem(stage=stage, kind=kind, id=item_id, title=found[(kind, item_id)])
         for stage, kind, item_id in wanted

@@ -11,13 +11,13 @@ from models import Image, Task
 from tests import builders
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    """Each test's database is truncated and reuses ids: no title from the last one."""
-    work_items._caches.clear()
+@pytest.fixture
+def titles() -> work_items.TitleCache:
+    """A fresh cache, as each app has its own (a test's database reuses ids)."""
+    return work_items.TitleCache()
 
 
-def test_each_kind_of_item_is_named_by_its_title_in_the_order_asked(engine):
+def test_each_kind_of_item_is_named_by_its_title_in_the_order_asked(engine, titles):
     acct, _ = builders.account(engine)
     site = builders.site(engine, acct)
     cluster, words = builders.cluster(engine, acct, site.id, "Espresso", ["espresso shots"])
@@ -36,6 +36,7 @@ def test_each_kind_of_item_is_named_by_its_title_in_the_order_asked(engine):
         session.commit()
     items = describe(
         engine,
+        titles,
         acct,
         [
             ("content", "task", task.id),
@@ -56,7 +57,7 @@ def test_each_kind_of_item_is_named_by_its_title_in_the_order_asked(engine):
     ]
 
 
-def test_another_accounts_items_and_unknown_ids_are_left_out(engine):
+def test_another_accounts_items_and_unknown_ids_are_left_out(engine, titles):
     mine, _ = builders.account(engine)
     theirs, _ = builders.account(engine)
     my_site = builders.site(engine, mine)
@@ -65,31 +66,31 @@ def test_another_accounts_items_and_unknown_ids_are_left_out(engine):
     their_task, _ = builders.task_with_content(engine, theirs, their_site.id, "Secret plan")
     wanted = [("content", "task", their_task.id), ("content", "task", my_task.id)]
     wanted.append(("content", "task", 10**9))
-    assert [i.title for i in describe(engine, mine, wanted)] == ["Mine"]
+    assert [i.title for i in describe(engine, titles, mine, wanted)] == ["Mine"]
     # cached per account: the owner still sees its own title, the other account never does
-    assert [i.title for i in describe(engine, theirs, wanted)] == ["Secret plan"]
-    assert [i.title for i in describe(engine, mine, wanted)] == ["Mine"]
+    assert [i.title for i in describe(engine, titles, theirs, wanted)] == ["Secret plan"]
+    assert [i.title for i in describe(engine, titles, mine, wanted)] == ["Mine"]
 
 
-def test_the_title_cache_stays_bounded(engine, monkeypatch):
-    monkeypatch.setattr(work_items, "CACHE_SIZE", 3)
+def test_the_title_cache_stays_bounded(engine):
+    titles = work_items.TitleCache(size=3)
     acct, _ = builders.account(engine)
     site = builders.site(engine, acct)
     tasks = [builders.task_with_content(engine, acct, site.id, f"T{n}")[0] for n in range(5)]
-    items = describe(engine, acct, [("content", "task", t.id) for t in tasks])
+    items = describe(engine, titles, acct, [("content", "task", t.id) for t in tasks])
     assert [i.title for i in items] == ["T0", "T1", "T2", "T3", "T4"]
-    assert len(work_items._cache(engine)) <= 3
+    assert len(titles) == 3
 
 
-def test_a_cached_title_is_read_again_after_its_time(engine, monkeypatch):
+def test_a_cached_title_is_read_again_after_its_time(engine, titles):
     acct, _ = builders.account(engine)
     site = builders.site(engine, acct)
     task, _ = builders.task_with_content(engine, acct, site.id, "Old title")
     wanted = [("content", "task", task.id)]
-    assert [i.title for i in describe(engine, acct, wanted)] == ["Old title"]
+    assert [i.title for i in describe(engine, titles, acct, wanted)] == ["Old title"]
     with engine.begin() as conn:
         conn.execute(Task.__table__.update().values(title="New title"))
-    assert [i.title for i in describe(engine, acct, wanted)] == ["Old title"]  # cached
-    later = work_items._now() + work_items.CACHE_TTL_S + 1
-    monkeypatch.setattr(work_items, "_now", lambda: later)
-    assert [i.title for i in describe(engine, acct, wanted)] == ["New title"]
+    assert [i.title for i in describe(engine, titles, acct, wanted)] == ["Old title"]  # cached
+    later = titles.clock() + titles.ttl_s + 1
+    titles.clock = lambda: later
+    assert [i.title for i in describe(engine, titles, acct, wanted)] == ["New title"]

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.dashboard import data, html, session
 from api.dashboard.session import DashboardSession
-from api.deps import EngineDep, LedgerDep, SettingsDep, TemporalDep
+from api.deps import EngineDep, LedgerDep, SettingsDep, TemporalDep, get_titles
 from api.errors import TemporalUnavailable
 from api.routes.automation import run_snapshot
 from api.routes.images import get_batch
@@ -220,7 +220,9 @@ async def automation_page(
         runs = await run_in_threadpool(data.runs_of_site, engine, sess.account_id, frame.site.id)
         active = await run_in_threadpool(data.active_run_of, engine, frame.site.id)
         if active is not None:
-            snapshot = await _live(run_snapshot(client, engine, ledger, active, sess.account_id))
+            snapshot = await _live(
+                run_snapshot(client, engine, ledger, active, sess.account_id, get_titles(request))
+            )
     return render(
         request,
         settings,
@@ -248,7 +250,9 @@ async def run_page(
         raise data.not_found(f"Automation run {run_id[:20]}…")
     site_id = await run_in_threadpool(data.run_site, engine, sess.account_id, run_id)
     frame = await run_in_threadpool(_frame, engine, sess, str(site_id), sector)
-    snapshot = await _live(run_snapshot(client, engine, ledger, run_id, sess.account_id))
+    snapshot = await _live(
+        run_snapshot(client, engine, ledger, run_id, sess.account_id, get_titles(request))
+    )
     runs = await run_in_threadpool(data.runs_of_site, engine, sess.account_id, site_id)
     return render(
         request,
@@ -314,7 +318,9 @@ async def batch_page(
         raise data.not_found("Image batch")
     site_id = await run_in_threadpool(data.batch_site, engine, sess.account_id, batch_id)
     frame = await run_in_threadpool(_frame, engine, sess, str(site_id) if site_id else None, sector)
-    progress = await _live(get_batch(batch_id, sess.account_id, engine, ledger, client))
+    progress = await _live(
+        get_batch(batch_id, sess.account_id, engine, ledger, client, get_titles(request))
+    )
     batches: list[Any] = []
     if frame.site is not None:
         batches = await run_in_threadpool(

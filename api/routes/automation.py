@@ -27,12 +27,13 @@ from api.deps import (
     SettingsDep,
     TemporalClientDep,
     TemporalDep,
+    TitlesDep,
 )
 from api.errors import TemporalUnavailable, error_responses
 from api.pagination import Page, PageDep, paginate
 from api.run_events import FINAL, RunEvents
 from api.scoping import MAX_ID
-from api.work_items import STAGE_KINDS, WorkItem, describe
+from api.work_items import STAGE_KINDS, TitleCache, WorkItem, describe
 from core import metrics
 from core.logs import bind_log_context
 from domain.automation import active_run, claim_site
@@ -204,7 +205,12 @@ def _row_progress(row: Any, balance: int) -> RunSnapshot:
 
 
 async def run_snapshot(
-    client: Client | None, engine: Engine, ledger: Ledger, run_id: str, account_id: int
+    client: Client | None,
+    engine: Engine,
+    ledger: Ledger,
+    run_id: str,
+    account_id: int,
+    titles: TitleCache,
 ) -> RunSnapshot:
     """A finished run from its row; a running one from its workflow (the row if the
     workflow cannot answer). The balance is the ledger's, live."""
@@ -233,7 +239,7 @@ async def run_snapshot(
         if st.status == "running" and st.name in STAGE_KINDS
         for item_id in st.working_on
     ]
-    items = await run_in_threadpool(describe, engine, account_id, wanted) if wanted else []
+    items = await run_in_threadpool(describe, engine, titles, account_id, wanted) if wanted else []
     return RunSnapshot(**{**progress.model_dump(), "balance": bal.credits, "current_items": items})
 
 
@@ -244,10 +250,11 @@ async def get_run(
     engine: EngineDep,
     ledger: LedgerDep,
     client: TemporalDep,
+    titles: TitlesDep,
 ) -> RunSnapshot:
     """The run's progress: status, pause reason, each stage's counts, credits and balance,
     and the items being worked on now (`current_items`, by title)."""
-    return await run_snapshot(client, engine, ledger, run_id, account_id)
+    return await run_snapshot(client, engine, ledger, run_id, account_id, titles)
 
 
 async def _live_images(client: Client, batch_ids: list[str]) -> dict[str, int]:
@@ -286,6 +293,7 @@ async def run_events(
     engine: EngineDep,
     ledger: LedgerDep,
     client: TemporalDep,
+    titles: TitlesDep,
 ) -> StreamingResponse:
     """Server-Sent Events: a `progress` event with the run's snapshot (stages, credits,
     the live balance, the running image batches' counts) whenever it changes, until the
@@ -293,7 +301,7 @@ async def run_events(
     await run_in_threadpool(_row, engine, run_id, account_id)  # 404 before streaming
 
     async def fetch() -> dict[str, Any]:
-        snap = await run_snapshot(client, engine, ledger, run_id, account_id)
+        snap = await run_snapshot(client, engine, ledger, run_id, account_id, titles)
         data = snap.model_dump(mode="json")
         if client is not None and snap.active_batches:
             data["live_images"] = await _live_images(client, snap.active_batches)

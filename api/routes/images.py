@@ -29,12 +29,13 @@ from api.deps import (
     SettingsDep,
     TemporalClientDep,
     TemporalDep,
+    TitlesDep,
 )
 from api.errors import TemporalUnavailable, error_responses, unprocessable
 from api.run_events import RunEvents
 from api.schemas import ErrorMessage
 from api.scoping import id_path
-from api.work_items import WorkItem, describe
+from api.work_items import TitleCache, WorkItem, describe
 from core import metrics
 from core.logs import bind_log_context
 from domain.images import BatchQuote, quote_batch
@@ -244,11 +245,12 @@ async def get_batch(
     engine: EngineDep,
     ledger: LedgerDep,
     client: TemporalDep,
+    titles: TitlesDep,
 ) -> BatchSnapshot:
     """A finished batch's stored summary (it answers even while Temporal is down), or a
     running batch's live progress from its workflow, with the images being generated now
     by name (`current_items`)."""
-    return await batch_snapshot(client, engine, ledger, batch_id, account_id)
+    return await batch_snapshot(client, engine, ledger, batch_id, account_id, titles)
 
 
 @router.get(
@@ -266,16 +268,19 @@ async def batch_events(
     engine: EngineDep,
     ledger: LedgerDep,
     client: TemporalDep,
+    titles: TitlesDep,
 ) -> StreamingResponse:
     """Server-Sent Events: a `progress` event with the batch's snapshot (as `GET` gives
     it) whenever it changes, until the batch ends. Every watcher of a batch shares one
     query per tick."""
     # asked once here for the 404 (before streaming), and that answer is the first event
-    first: BatchSnapshot | None = await batch_snapshot(client, engine, ledger, batch_id, account_id)
+    first: BatchSnapshot | None = await batch_snapshot(
+        client, engine, ledger, batch_id, account_id, titles
+    )
 
     async def fetch() -> dict[str, Any]:
         nonlocal first
-        snap = first or await batch_snapshot(client, engine, ledger, batch_id, account_id)
+        snap = first or await batch_snapshot(client, engine, ledger, batch_id, account_id, titles)
         first = None
         return snap.model_dump(mode="json")
 
@@ -290,7 +295,12 @@ async def batch_events(
 
 
 async def batch_snapshot(
-    client: Client | None, engine: Engine, ledger: Ledger, batch_id: str, account_id: int
+    client: Client | None,
+    engine: Engine,
+    ledger: Ledger,
+    batch_id: str,
+    account_id: int,
+    titles: TitleCache,
 ) -> BatchSnapshot:
     """The stored row once finished, else the workflow's answer with titles."""
     # The row first: a finished batch needs no worker to replay its history for a query.
@@ -308,7 +318,7 @@ async def batch_snapshot(
     if isinstance(progress, BatchSnapshot):
         return progress
     wanted = [("images", "image", image_id) for image_id in progress.working_on]
-    items = await run_in_threadpool(describe, engine, account_id, wanted) if wanted else []
+    items = await run_in_threadpool(describe, engine, titles, account_id, wanted) if wanted else []
     return BatchSnapshot(**progress.model_dump(), current_items=items)
 
 
