@@ -153,6 +153,17 @@ async def publisher_worker(client: Client, engine, media_dir: Path) -> AsyncIter
             yield queue
 
 
+async def counted(handle, n: int, timeout_s: float = 60.0):
+    """The publisher's status once it has counted `n` articles (published or failed)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        status = await handle.query(PublisherWorkflow.status)
+        if status.published + status.failed >= n:
+            return status
+        assert asyncio.get_running_loop().time() < deadline, f"never counted {n}: {status}"
+        await asyncio.sleep(0.1)
+
+
 async def until(predicate, timeout_s: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
@@ -262,7 +273,8 @@ async def test_a_backlog_lane_fails_a_refused_article_alone_and_retries_the_rest
             timeout_s=120,
         )
         handle = temporal_env.client.get_workflow_handle(publisher_id(acct, site_id))
-        status = await handle.query(PublisherWorkflow.status)
+        # the rows are written inside the lanes; the workflow counts a lane when it ends
+        status = await counted(handle, 6)
         history = await handle.fetch_history()
         await stop_publisher(temporal_env.client, acct, site_id)
     statuses = sorted(content_row(engine, c).site_status for c in ids)
