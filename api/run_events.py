@@ -17,6 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
 log = logging.getLogger("igny8.api.events")
 
 TICK_S = 0.2
@@ -96,3 +99,16 @@ class RunEvents:
                 watch.task.cancel()
                 with suppress(asyncio.CancelledError, Exception):
                     await watch.task
+
+
+def sse_response(request: Request, key: str, fetch: Fetch) -> StreamingResponse:
+    """The event stream of `key` (a run id, or "batch:<id>") on the app's shared registry,
+    which an app whose lifespan did not run (tests on the ASGI transport) gets here."""
+    events: RunEvents | None = getattr(request.app.state, "run_events", None)
+    if events is None:
+        events = request.app.state.run_events = RunEvents()
+    return StreamingResponse(
+        events.stream(key, fetch),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

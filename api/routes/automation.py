@@ -31,7 +31,7 @@ from api.deps import (
 )
 from api.errors import TemporalUnavailable, error_responses
 from api.pagination import Page, PageDep, paginate
-from api.run_events import FINAL, RunEvents
+from api.run_events import FINAL, sse_response
 from api.scoping import MAX_ID
 from api.work_items import STAGE_KINDS, TitleCache, WorkItem, describe
 from core import metrics
@@ -307,14 +307,7 @@ async def run_events(
             data["live_images"] = await _live_images(client, snap.active_batches)
         return data
 
-    events: RunEvents | None = getattr(request.app.state, "run_events", None)
-    if events is None:  # an app whose lifespan did not run (tests on the ASGI transport)
-        events = request.app.state.run_events = RunEvents()
-    return StreamingResponse(
-        events.stream(run_id, fetch),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(request, run_id, fetch)
 
 
 async def _control(

@@ -32,7 +32,7 @@ from api.deps import (
     TitlesDep,
 )
 from api.errors import TemporalUnavailable, error_responses, unprocessable
-from api.run_events import RunEvents
+from api.run_events import sse_response
 from api.schemas import ErrorMessage
 from api.scoping import id_path
 from api.work_items import TitleCache, WorkItem, describe
@@ -284,14 +284,7 @@ async def batch_events(
         first = None
         return snap.model_dump(mode="json")
 
-    events: RunEvents | None = getattr(request.app.state, "run_events", None)
-    if events is None:  # an app whose lifespan did not run (tests on the ASGI transport)
-        events = request.app.state.run_events = RunEvents()
-    return StreamingResponse(
-        events.stream(f"batch:{batch_id}", fetch),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(request, f"batch:{batch_id}", fetch)
 
 
 async def batch_snapshot(

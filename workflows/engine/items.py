@@ -155,8 +155,7 @@ class ItemLoop(Generic[I]):
         self.before_claim = before_claim
         self.on_change = on_change
         self.in_flight = 0
-        self.working = 0
-        # the items being generated now, oldest first: shown as "working on" (queries only)
+        # the items being generated now, oldest first (also shown as "working on")
         self.working_ids: dict[int, None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -213,7 +212,7 @@ class ItemLoop(Generic[I]):
         return (
             self.control.claiming
             and bool(self.pending or self.state.uncharged)
-            and self.working < self.depth() * self.width()
+            and len(self.working_ids) < self.depth() * self.width()
             and self.in_flight < IN_FLIGHT_PER_SLOT * self.width()
             and not self.history_full()
             and self.may_claim()
@@ -268,13 +267,11 @@ class ItemLoop(Generic[I]):
         task.add_done_callback(self._tasks.discard)
 
     async def _process(self, item: I) -> None:
-        self.working += 1
         item_id = self.work.item_id(item)
         self.working_ids[item_id] = None
         try:
             out = await self.work.process(item)
         finally:
-            self.working -= 1
             self.working_ids.pop(item_id, None)
         if isinstance(out, Deferred):
             self.pending.insert(0, item)
