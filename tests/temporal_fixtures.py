@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from core.settings import Settings
@@ -155,3 +157,15 @@ async def wctx(
     settings = test_settings(db_url, sim.url, tmp_path / "media", task_queue)
     async with running_worker(temporal_client, settings, engine):
         yield WorkerCtx(temporal_client, task_queue, engine, settings, sim)
+        await terminate_leftovers(temporal_client, task_queue)
+
+
+async def terminate_leftovers(client: Client, task_queue: str) -> None:
+    """A test that failed half-way leaves its workflows running; ended here, before the
+    worker shuts down, they cannot keep its activities (and the teardown) going."""
+    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+    async for wf in client.list_workflows(query):
+        with contextlib.suppress(RPCError):
+            await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate(
+                reason="the test ended"
+            )
