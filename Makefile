@@ -37,6 +37,7 @@ format: $(STAMP) ## Apply ruff's formatting and fixes
 
 bench: $(STAMP) ## Run the benchmarks (results in bench/results/)
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/provider_http.py
 	$(BIN)/python bench/image_batch.py
 	$(BIN)/python bench/image_batch.py --batches 3
 	$(BIN)/python bench/automation.py

@@ -5,8 +5,9 @@ workflow and its activities to each provider and WordPress HTTP call.
 - Temporal: the SDK's TracingInterceptor (on the client, so workers built on that client
   get it too) carries the context in workflow and activity headers: StartWorkflow →
   RunWorkflow → StartActivity → RunActivity;
-- HTTP: httpx's instrumentation makes a client span of every outgoing request (the
-  OpenAI SDK, Runware, image downloads, WordPress), inside the activity's span.
+- HTTP: httpx's instrumentation makes a client span of every outgoing request (Runware,
+  image downloads, WordPress), and `client_span` one of each OpenAI SDK call (the SDK
+  runs over aiohttp), inside the activity's span.
 
 Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set (then spans go there over OTLP/HTTP, in
 batches): with tracing off nothing is instrumented at all. Tests pass their own exporter.
@@ -15,7 +16,10 @@ batches): with tracing off nothing is instrumented at all. Tests pass their own 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -84,8 +88,36 @@ def _httpx_instrumentors() -> list[Any]:
     return found
 
 
+# The provider that `client_span` uses: the OpenAI SDK runs over aiohttp here, which the
+# httpx instrumentation does not see, so its calls open their client spans themselves.
+_client_spans: TracerProvider | None = None
+
+
+@contextmanager
+def client_span(method: str, url: str) -> Iterator[Any]:
+    """A client span for one outgoing request (as httpx's instrumentation makes them),
+    inside the current span; nothing at all while tracing is off."""
+    if _client_spans is None:
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+
+    parts = urlsplit(url)
+    attributes = {"http.request.method": method, "url.full": url}
+    if parts.hostname:
+        attributes["server.address"] = parts.hostname
+    if parts.port:
+        attributes["server.port"] = parts.port
+    tracer = _client_spans.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        yield span
+
+
 def instrument_httpx(provider: TracerProvider) -> None:
-    """Every httpx client of the process (the OpenAI SDK's too) traces its requests."""
+    """Every httpx client of the process traces its requests; the OpenAI SDK's calls
+    (over aiohttp) through `client_span`."""
+    global _client_spans
+    _client_spans = provider
     for instrumentor in _httpx_instrumentors():
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
@@ -93,6 +125,8 @@ def instrument_httpx(provider: TracerProvider) -> None:
 
 
 def uninstrument_httpx() -> None:
+    global _client_spans
+    _client_spans = None
     for instrumentor in _httpx_instrumentors():
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()

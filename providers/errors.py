@@ -219,7 +219,7 @@ def classify_openai_error(exc: BaseException, *, provider: str = "OpenAI") -> Pr
         return exc
     if isinstance(exc, openai.APIStatusError):
         return _from_status_error(exc, provider)
-    if isinstance(exc, (openai.APITimeoutError, *_TIMEOUT_EXC)):
+    if isinstance(exc, (openai.APITimeoutError, *_TIMEOUT_EXC)) and not _refused(exc):
         return make_error("timeout", f"{provider} did not answer within the time limit")
     if isinstance(exc, (openai.APIConnectionError, *_TRANSPORT_EXC)):
         return _connection_error(exc, provider)
@@ -229,6 +229,21 @@ def classify_openai_error(exc: BaseException, *, provider: str = "OpenAI") -> Pr
             response.status_code, _safe_body(response), response.headers, provider=provider
         )
     return _classify_other(exc, provider)
+
+
+def _refused(exc: BaseException) -> bool:
+    """A connection that could not be made, whatever the transport called it: the SDK's
+    aiohttp transport reports a refused connection as a connect timeout."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError) or (
+            type(current).__name__ == "ClientConnectorError"  # aiohttp's, not imported here
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _from_status_error(exc: openai.APIStatusError, provider: str) -> ProviderError:

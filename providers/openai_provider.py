@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import openai
 
+from core.tracing import client_span
 from providers.base import ImageResult, ProviderError, TextResult
 from providers.errors import classify_openai_error, make_error
 from providers.http import download_image, new_http_client, sniff_mime
@@ -40,8 +43,15 @@ class OpenAIProvider:
             raise make_error("auth_error", "No OpenAI API key is configured; set OPENAI_API_KEY")
         self.base_url = base_url
         self.timeout_s = timeout_s
+        # aiohttp under the SDK (its `aiohttp` extra): measured at half the CPU per call
+        # of the default httpx pool, which checks every idle connection on each request
+        # (bench/provider_http.py); the calls are the workers' largest CPU cost.
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_s,
+            http_client=openai.DefaultAioHttpClient(timeout=timeout_s),
         )
         self._http = http_client
         self._owns_http = http_client is None
@@ -64,18 +74,19 @@ class OpenAIProvider:
         if max_output_tokens:
             extra["max_completion_tokens"] = max_output_tokens
         try:
-            response = await self._client.chat.completions.create(
-                model=model,
-                messages=[
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": prompt},
-                ],
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": schema_name, "schema": schema, "strict": True},
-                },
-                **extra,
-            )
+            with self._span("chat/completions"):
+                response = await self._client.chat.completions.create(
+                    model=model,
+                    messages=[
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": prompt},
+                    ],
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": schema_name, "schema": schema, "strict": True},
+                    },
+                    **extra,
+                )
         except Exception as exc:
             raise classify_openai_error(exc, provider=PROVIDER_NAME) from exc
         return _text_result(response, model, schema, system + prompt)
@@ -90,13 +101,14 @@ class OpenAIProvider:
         if self._image_format:
             extra["response_format"] = self._image_format
         try:
-            response = await self._client.images.generate(
-                model=model,
-                prompt=prompt,
-                size=size,
-                n=1,
-                **extra,  # type: ignore[arg-type]
-            )
+            with self._span("images/generations"):
+                response = await self._client.images.generate(
+                    model=model,
+                    prompt=prompt,
+                    size=size,
+                    n=1,
+                    **extra,  # type: ignore[arg-type]
+                )
         except Exception as exc:
             raise classify_openai_error(exc, provider=PROVIDER_NAME) from exc
         if not response.data:
@@ -123,6 +135,19 @@ class OpenAIProvider:
         if url:
             return await download_image(self._http_client(), url, provider=PROVIDER_NAME)
         raise make_error("bad_response", "OpenAI returned neither image data nor a URL")
+
+    @contextmanager
+    def _span(self, path: str) -> Iterator[None]:
+        """The call's client span (tracing on), with the status the provider answered."""
+        with client_span("POST", f"{self._client.base_url}{path}") as span:
+            try:
+                yield
+            except openai.APIStatusError as exc:
+                if span is not None:
+                    span.set_attribute("http.response.status_code", exc.status_code)
+                raise
+            if span is not None:
+                span.set_attribute("http.response.status_code", 200)
 
     def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
