@@ -97,6 +97,7 @@ def build_activities(
         logs.notify,
         images.plan_image_batch,
         images.generate_image,
+        images.generate_images,
         images.mark_image_failed,
         images.finish_image_batch,
         runs.set_run_stopped,

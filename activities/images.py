@@ -90,16 +90,27 @@ class GenerateImageInput(Frozen):
     size: str = "1024x1024"
     max_concurrency: int = 1  # the model's provider-wide limit (activities.provider_gate)
     slot_wait_s: float = 120.0  # then the image goes back to its batch as "deferred"
+    recheck: bool = False  # an earlier activity (a failed lane) may have stored it: look first
 
 
 class GenerateImageOutput(Frozen):
     image_id: int
-    status: str  # generated | failed | deferred (stopped or no slot before the provider)
+    # generated | failed | deferred (stopped or no slot before the provider) | retry (in a
+    # lane: the provider refused it for now; the workflow retries it alone)
+    status: str
     cost_usd: Decimal = Decimal("0")
     file_path: str | None = None
     error: str | None = None
     reused: bool = False
     provider_s: float = 0.0  # how long the provider took (the workflow sizes its queue by it)
+
+
+class GenerateImagesInput(Frozen):
+    images: list[GenerateImageInput]
+
+
+class GenerateImagesOutput(Frozen):
+    images: list[GenerateImageOutput]  # in the order asked
 
 
 class MarkFailedInput(Frozen):
@@ -361,24 +372,54 @@ class ImageActivities:
     @activity.defn(name="generate_image")
     async def generate_image(self, inp: GenerateImageInput) -> GenerateImageOutput:
         """Generate, download and store one image; a stored image is never made twice."""
-        retry = activity.info().attempt > 1  # only a retry can find its image already stored
+        async with heartbeating():
+            return await self._generate(inp, activity.info().attempt > 1 or inp.recheck)
+
+    @activity.defn(name="generate_images")
+    async def generate_images(self, inp: GenerateImagesInput) -> GenerateImagesOutput:
+        """A lane: several images of one batch in one activity, each made exactly as
+        `generate_image` makes it (its own provider slot, store and row). An image the
+        provider refused for now comes back as `retry` (its back-off already applied) for
+        the workflow to retry alone, under the full retry policy; anything else that went
+        wrong fails the lane once every image has settled, and a retry reuses the images
+        stored meanwhile."""
+        retry = activity.info().attempt > 1
+        async with heartbeating():
+            settled = await asyncio.gather(
+                *(self._generate(one, retry or one.recheck) for one in inp.images),
+                return_exceptions=True,
+            )
+        images: list[GenerateImageOutput] = []
+        for one, out in zip(inp.images, settled, strict=True):
+            if isinstance(out, ApplicationError) and isinstance(out.__cause__, ProviderError):
+                images.append(
+                    GenerateImageOutput(image_id=one.image_id, status="retry", error=out.message)
+                )
+            elif isinstance(out, BaseException):
+                raise out
+            else:
+                images.append(out)
+        return GenerateImagesOutput(images=images)
+
+    async def _generate(self, inp: GenerateImageInput, retry: bool) -> GenerateImageOutput:
+        """One image: `retry` (a retried attempt, or an image an earlier activity may have
+        stored) first looks for it stored."""
         if retry and (stored := await self._blocking(self._stored, inp.image_id)):
             return stored
         try:
-            async with heartbeating():
-                called = await self._call_provider(inp, retry)
-                if isinstance(called, GenerateImageOutput):
-                    return called
-                data, mime, provider_cost, provider_s = called
-                cost = image_cost_usd(inp.cost_per_image, 1, provider_cost)
-                key = await self._blocking(self._store, inp, data, mime, cost, retry)
-                activity.logger.debug(
-                    "image %d stored as %s (%d bytes, %.2f s at the provider)",
-                    inp.image_id,
-                    key,
-                    len(data),
-                    provider_s,
-                )
+            called = await self._call_provider(inp, retry)
+            if isinstance(called, GenerateImageOutput):
+                return called
+            data, mime, provider_cost, provider_s = called
+            cost = image_cost_usd(inp.cost_per_image, 1, provider_cost)
+            key = await self._blocking(self._store, inp, data, mime, cost, retry)
+            activity.logger.debug(
+                "image %d stored as %s (%d bytes, %.2f s at the provider)",
+                inp.image_id,
+                key,
+                len(data),
+                provider_s,
+            )
         except ProviderError as exc:
             if not exc.retryable:
                 await self._blocking(self._mark_failed, inp.image_id, exc.message)

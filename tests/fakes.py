@@ -31,6 +31,8 @@ from activities.images import (
     FinishBatchInput,
     GenerateImageInput,
     GenerateImageOutput,
+    GenerateImagesInput,
+    GenerateImagesOutput,
     ImageSlot,
     MarkFailedInput,
     MarkFailedOutput,
@@ -147,6 +149,13 @@ class World:
     active: int = 0
     peak: int = 0
     started: int = 0
+    # image lanes: how long the fake provider says a call took, the lanes sent (their image
+    # ids), images the provider refuses for now inside a lane, and lanes that fail whole
+    provider_s: float = 1.0
+    lanes: list[list[int]] = field(default_factory=list)
+    refused_in_lane: set[int] = field(default_factory=set)
+    failing_lanes: int = 0
+    rechecked: list[int] = field(default_factory=list)  # images sent alone with recheck
 
     @property
     def available(self) -> int:
@@ -294,10 +303,30 @@ class World:
         await self._work()
         if inp.image_id in self.failing_items:
             return GenerateImageOutput(image_id=inp.image_id, status="failed", error="refused")
+        if inp.recheck:
+            self.rechecked.append(inp.image_id)
         self.events.append(("generated", inp.image_id))
         return GenerateImageOutput(
-            image_id=inp.image_id, status="generated", cost_usd=Decimal("0.04"), provider_s=1.0
+            image_id=inp.image_id,
+            status="generated",
+            cost_usd=Decimal("0.04"),
+            provider_s=self.provider_s,
         )
+
+    @activity.defn(name="generate_images")
+    async def generate_images(self, inp: GenerateImagesInput) -> GenerateImagesOutput:
+        self.lanes.append([one.image_id for one in inp.images])
+        if self.failing_lanes:
+            self.failing_lanes -= 1
+            raise ApplicationError("the lane's worker is gone", non_retryable=True)
+        outs = []
+        for one in inp.images:
+            if one.image_id in self.refused_in_lane:
+                self.refused_in_lane.discard(one.image_id)  # alone, it goes through
+                outs.append(GenerateImageOutput(image_id=one.image_id, status="retry"))
+            else:
+                outs.append(await self.generate_image(one))
+        return GenerateImagesOutput(images=outs)
 
     async def _work(self) -> None:
         self.started += 1
@@ -525,6 +554,7 @@ class World:
             self.forget_run,
             self.plan_image_batch,
             self.generate_image,
+            self.generate_images,
             self.mark_image_failed,
             self.finish_image_batch,
             self.plan_text_batch,

@@ -162,3 +162,53 @@ async def test_each_task_queue_gets_one_sweeper_of_its_own(temporal_client):
     finally:
         for queue in queues:
             await temporal_client.get_workflow_handle(sweeper_id(queue)).terminate()
+
+
+class _StubImages:
+    """An image provider that answers by prompt: "refuse" for good, "busy" for now."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def generate_image(self, *, model: str, prompt: str, size: str = "1024x1024"):
+        from providers.base import ImageResult
+        from providers.errors import make_error
+
+        self.calls.append(prompt)
+        if "refuse" in prompt:
+            raise make_error("content_policy", "the prompt was refused by policy")
+        if "busy" in prompt:
+            raise make_error("rate_limited", "too many requests")
+        return ImageResult(b"\x89PNG\r\n\x1a\nstub", "image/png", model, None)
+
+
+class _StubRegistry:
+    def __init__(self, images: _StubImages) -> None:
+        self.images = images
+
+    def image(self, provider: str) -> _StubImages:
+        return self.images
+
+
+async def test_a_lane_settles_each_image_on_its_own_and_a_retry_reuses_the_stored(engine, tmp_path):
+    from activities.images import GenerateImagesInput
+
+    stub = _StubImages()
+    acts = builders.image_activities(engine, _StubRegistry(stub), tmp_path / "media")
+    prompts = ["a cup", "refuse this", "busy now", "a pot"]
+    made = [builders.pending_image(engine, prompt=p) for p in prompts]
+    lane = GenerateImagesInput(
+        images=[builders.generate_input(acct, img, max_concurrency=4) for acct, img in made]
+    )
+    out = await builders.activity_env(1).run(acts.generate_images, lane)
+    assert [o.image_id for o in out.images] == [img.id for _, img in made]  # in order
+    assert [o.status for o in out.images] == ["generated", "failed", "retry", "generated"]
+    assert out.images[1].error == "the prompt was refused by policy"
+    assert sorted(stub.calls) == sorted(prompts)
+    assert len(builders.image_keys(engine)) == 2
+    # The lane retried (its worker died): what was stored is reused, not made again.
+    stub.calls.clear()
+    again = await builders.activity_env(2).run(acts.generate_images, lane)
+    assert [o.status for o in again.images] == ["generated", "failed", "retry", "generated"]
+    assert [o.reused for o in again.images] == [True, False, False, True]
+    assert sorted(stub.calls) == ["busy now", "refuse this"]

@@ -14,9 +14,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.fakes import World
-from tests.workflow_paths import PATHS, WORKFLOW_STARTS, Ran, world_until
+from tests.workflow_paths import PATHS, WORKFLOW_STARTS, Ran, start_images, world_until
 from worker import WORKFLOWS
 from workflows.engine.items import WORKING_SHOWN
+from workflows.image_batch import LANE_MIN_CONCURRENCY, LANE_SIZE
 
 ITEMS = {"ImageBatchWorkflow": 12, "TextBatchWorkflow": 12}  # 6 tasks × 2 images; 12 articles
 KINDS = list(WORKFLOW_STARTS)
@@ -164,6 +165,49 @@ async def test_items_that_fail_are_not_charged(time_skipping_env, fake_env, kind
     assert (_done(ran.result), _failed(ran.result)) == (ITEMS[kind] - 2, 2)
     assert len(world.charges) == ITEMS[kind] - 2
     assert ran.result.status == "completed" and len(ran.result.errors) == 2
+
+
+async def test_fast_calls_on_a_wide_model_go_out_in_lanes_and_each_image_is_charged_once(
+    time_skipping_env, fake_env
+):
+    # the first lane fails whole (its images go alone, rechecked); the last task's two
+    # images are refused for now inside a lane (each is retried alone)
+    ran, world = await run_path(
+        time_skipping_env, fake_env, "ImageBatchWorkflow", "fast_wide_model"
+    )
+    result = ran.result
+    images = 30 * world.images_per_task
+    assert (result.status, result.images_done, result.images_failed) == ("completed", images, 0)
+    # the first calls go alone (their speed is not known yet); once fast, lanes of up to 4
+    assert len(world.lanes) >= 5 and all(1 <= len(lane) <= LANE_SIZE for lane in world.lanes)
+    assert any(len(lane) == LANE_SIZE for lane in world.lanes)
+    laned = [i for lane in world.lanes[1:] for i in lane]
+    assert len(laned) == len(set(laned)), "an image went out in two lanes"
+    assert sorted(world.rechecked) == sorted(world.lanes[0])  # alone, looking first
+    assert {3000, 3001} <= set(laned) and not world.refused_in_lane  # retried alone
+    generated = [i for e, i in world.events if e == "generated"]
+    assert sorted(generated) == sorted(set(generated)) and len(generated) == images
+    assert len(world.charges) == images == len(set(world.charges))
+    assert world.balance == 1000 - images * world.credits_per_image
+    assert_settled(world)
+
+
+async def test_slow_calls_or_a_narrow_model_send_every_image_alone(time_skipping_env, fake_env):
+    queue, world = fake_env
+    world.max_concurrency = LANE_MIN_CONCURRENCY  # wide, but each call takes a second
+    handle = await start_images(time_skipping_env.client, queue, task_ids=list(range(1, 31)))
+    assert (await handle.result()).images_done == 30 * world.images_per_task
+    queue2 = f"{queue}-narrow"
+    narrow = World(max_concurrency=LANE_MIN_CONCURRENCY - 1, provider_s=0.01)
+    async with Worker(
+        time_skipping_env.client,
+        task_queue=queue2,
+        workflows=list(WORKFLOWS),
+        activities=narrow.activities(),
+    ):
+        handle = await start_images(time_skipping_env.client, queue2, task_ids=list(range(1, 31)))
+        assert (await handle.result()).images_done == 30 * narrow.images_per_task
+    assert world.lanes == [] and narrow.lanes == []
 
 
 def _done(p) -> int:

@@ -3,6 +3,7 @@ both databases: every image checked, generated, charged once, logged and notifie
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -557,6 +558,35 @@ async def test_two_thousand_image_batch_keeps_every_history_under_the_warning(
         run_id = last.new_execution_run_id or None
     assert max(lengths) < 10_240, lengths
     assert deductions(wctx.engine) == 2000 and reconcile(wctx.engine) == []
+
+
+async def test_a_fast_wide_model_sends_images_in_lanes_each_made_and_charged_once(
+    wctx: WorkerCtx,
+):
+    from workflows.image_batch import LANE_MIN_CONCURRENCY, LANE_SIZE
+
+    acct, cfg, task_ids = setup_tasks(
+        wctx, credits=1000, n_tasks=40, max_concurrency=LANE_MIN_CONCURRENCY
+    )
+    handle = await start_image_batch(
+        wctx.client, wctx.task_queue, account_id=acct, task_ids=task_ids, model=cfg.model_name
+    )
+    result = await handle.result()
+    assert (result.status, result.images_done, result.credits_used) == ("completed", 80, 160)
+    sent: dict[str, list[int]] = {"generate_image": [], "generate_images": []}
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            scheduled = event.activity_task_scheduled_event_attributes
+            if scheduled.activity_type.name in sent:
+                [payload] = scheduled.input.payloads
+                images = json.loads(payload.data).get("images", [None])
+                sent[scheduled.activity_type.name].append(len(images))
+    # the first calls go alone (their speed unknown), then lanes of up to LANE_SIZE
+    assert sent["generate_images"] and max(sent["generate_images"]) <= LANE_SIZE
+    assert sum(sent["generate_images"]) + len(sent["generate_image"]) == 80
+    assert wctx.sim.stats()["images_generated"] == 80  # none made twice
+    assert generated_images(wctx.engine) == 80 and deductions(wctx.engine) == 80
+    assert reconcile(wctx.engine) == []
 
 
 async def test_two_batches_for_the_same_tasks_never_make_or_charge_an_image_twice(

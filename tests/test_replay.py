@@ -77,6 +77,20 @@ async def test_a_reordered_command_fails_the_replay(extra_command: None, name: s
         await unsandboxed.replay_workflow(history)
 
 
+async def test_the_lane_history_replays_only_with_its_lanes(monkeypatch: pytest.MonkeyPatch):
+    """The fast-wide-model history really holds lanes: the same code with lanes off for
+    every model (no `generate_images`) is refused as non-deterministic."""
+    from workflows import image_batch
+
+    history = load(next(p for p in RECORDED if str(p).endswith("fast_wide_model.json")))
+    assert "generate_images" in history.to_json()
+    unsandboxed = replayer(workflow_runner=UnsandboxedWorkflowRunner())
+    await unsandboxed.replay_workflow(history)
+    monkeypatch.setattr(image_batch, "LANE_MIN_CONCURRENCY", 10**6)
+    with pytest.raises(workflow.NondeterminismError):
+        await unsandboxed.replay_workflow(history)
+
+
 async def test_a_batch_continued_by_the_first_release_resumes(
     time_skipping_env: WorkflowEnvironment,
 ):

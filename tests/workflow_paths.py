@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from tests.fakes import World
 from workflows.engine.control import ControlInput
-from workflows.image_batch import ImageBatchInput, ImageBatchWorkflow
+from workflows.image_batch import LANE_MIN_CONCURRENCY, ImageBatchInput, ImageBatchWorkflow
 from workflows.text_batch import TextBatchInput, TextBatchWorkflow
 
 TASKS = [1, 2, 3, 4, 5, 6]
@@ -68,18 +68,20 @@ async def finish(handle: WorkflowHandle[Any, Any]) -> Ran:
 # ---- starting each kind ------------------------------------------------------------------
 async def start_images(client: Client, queue: str, **overrides: Any) -> WorkflowHandle[Any, Any]:
     batch_id = f"image-batch-1-{uuid.uuid4().hex[:12]}"
-    inp = ImageBatchInput(batch_id=batch_id, account_id=1, task_ids=TASKS, **overrides)
+    inp = ImageBatchInput(**{"batch_id": batch_id, "account_id": 1, "task_ids": TASKS, **overrides})
     return await client.start_workflow(ImageBatchWorkflow.run, inp, id=batch_id, task_queue=queue)
 
 
 async def start_text(client: Client, queue: str, **overrides: Any) -> WorkflowHandle[Any, Any]:
     batch_id = f"text-batch-1-{uuid.uuid4().hex[:12]}"
     inp = TextBatchInput(
-        batch_id=batch_id,
-        account_id=1,
-        function_name="generate_image_prompts",
-        item_ids=list(range(1, 13)),
-        **overrides,
+        **{
+            "batch_id": batch_id,
+            "account_id": 1,
+            "function_name": "generate_image_prompts",
+            "item_ids": list(range(1, 13)),
+            **overrides,
+        }
     )
     return await client.start_workflow(TextBatchWorkflow.run, inp, id=batch_id, task_queue=queue)
 
@@ -190,6 +192,23 @@ def some_items_fail(start: Start) -> Path:
     return run
 
 
+def fast_wide_model(start: Start) -> Path:
+    """Fast calls on a wide model: images go out in lanes (the first lane fails whole, two
+    images are refused for now inside one); a text batch just runs wide."""
+
+    async def run(client: Client, queue: str, world: World) -> Ran:
+        world.max_concurrency, world.provider_s = LANE_MIN_CONCURRENCY, 0.01
+        world.failing_lanes, world.refused_in_lane = 1, {3000, 3001}  # the last task's
+        many = (
+            {"task_ids": list(range(1, 31))}
+            if start is start_images
+            else {"item_ids": list(range(1, 61))}
+        )
+        return await finish(await start(client, queue, **many))
+
+    return run
+
+
 def _in_flight(progress: Any) -> int:
     return getattr(progress, "images_in_flight", None) or getattr(progress, "items_in_flight", 0)
 
@@ -204,6 +223,7 @@ PATHS: dict[str, Callable[[Start], Path]] = {
     "plan_failure": plan_failure,
     "refused_at_start": refused_at_start,
     "some_items_fail": some_items_fail,
+    "fast_wide_model": fast_wide_model,
 }
 WORKFLOW_STARTS: dict[str, Start] = {
     "ImageBatchWorkflow": start_images,

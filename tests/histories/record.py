@@ -34,7 +34,7 @@ from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput
 from workflows.publisher import PublisherWorkflow
 
 HERE = Path(__file__).resolve().parent
-RELEASE = "r5"
+RELEASE = "r6"
 
 
 async def record_paths(client: Client, out: Path, only: str | None) -> list[Path]:
