@@ -174,8 +174,13 @@ class Milestones:
 
     def earliest(self, snapshot: dict[str, Any]) -> float | None:
         """The latest of the moments this snapshot's counts needed (None: no count yet)."""
+        bound = self.binding(snapshot)
+        return None if bound is None else bound[0]
+
+    def binding(self, snapshot: dict[str, Any]) -> tuple[float, str] | None:
+        """That moment and the stage whose count needed it."""
         needed = [
-            self.times[st["name"]][st["done"] - 1]
+            (self.times[st["name"]][st["done"] - 1], st["name"])
             for st in snapshot.get("stages", [])
             if 0 < st["done"] <= len(self.times.get(st["name"], []))
         ]
@@ -328,6 +333,25 @@ async def finish_watchers(tasks: list[asyncio.Task[None]], grace_s: float = 10) 
 class Delays:
     seconds: list[float] = field(default_factory=list)  # arrival − the change's earliest time
     unbounded: int = 0  # changes before any count moved (nothing dates them)
+    # per distinct change: its largest delay, what moved and which stage's row dates it
+    changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def slowest(self, n: int = 5) -> list[dict[str, Any]]:
+        return sorted(self.changes.values(), key=lambda c: -c["ms"])[:n]
+
+
+def moved(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """What differs between two snapshots' progress: stage counts and statuses."""
+    old = {st["name"]: st for st in before.get("stages", [])}
+    parts = []
+    for st in after.get("stages", []):
+        was = old.get(st["name"], {})
+        for key in ("status", "done", "failed"):
+            if was.get(key) != st.get(key):
+                parts.append(f"{st['name']}.{key} {was.get(key)}->{st.get(key)}")
+    if before.get("status") != after.get("status"):
+        parts.append(f"run {before.get('status')}->{after.get('status')}")
+    return "; ".join(parts) or "other fields"
 
 
 def change_delays(outcome: RunOutcome) -> Delays:
@@ -341,15 +365,22 @@ def change_delays(outcome: RunOutcome) -> Delays:
         for n, (arrived, digest) in enumerate(watcher.arrivals):
             if n == 0 or keys[digest] == keys[watcher.arrivals[n - 1][1]]:
                 continue  # sent on connect, or only the balance or live counts moved
-            snap = snapshots[digest]
+            snap, previous = snapshots[digest], watcher.arrivals[n - 1][1]
+            bound: tuple[float, str] | None
             if snap["status"] in FINAL:
-                earliest: float | None = outcome.finished_at
+                bound = (outcome.finished_at, "the run's row")
             else:
-                earliest = outcome.milestones.earliest(snap)
-            if earliest is None:
+                bound = outcome.milestones.binding(snap)
+            if bound is None:
                 out.unbounded += 1
-            else:
-                out.seconds.append(arrived - earliest)
+                continue
+            delay = arrived - bound[0]
+            out.seconds.append(delay)
+            change = out.changes.setdefault(
+                (previous, digest),
+                {"ms": 0.0, "moved": moved(snapshots[previous], snap), "dated_by": bound[1]},
+            )
+            change["ms"] = max(change["ms"], round(delay * 1000, 1))
     return out
 
 
@@ -382,6 +413,7 @@ def watched_report(outcome: RunOutcome) -> dict[str, Any]:
         "snapshots_received": sum(len(w.arrivals) for w in outcome.watchers),
         "change_to_watcher_ms": spread(delays.seconds),
         "changes_without_a_bound": delays.unbounded,
+        "slowest_changes": delays.slowest(),
         "fan_out_spread_ms": spread(fan_out_delays(outcome)),
     }
 
