@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from sqlmodel import Session  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from bench.automation import machine_cpu  # noqa: E402
+from bench.automation import cancellable, machine_cpu  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.temporal import DATA_CONVERTER, SEARCH_ATTRIBUTES, temporal_binary  # noqa: E402
 from domain.accounts import create_account  # noqa: E402
@@ -459,7 +459,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    results = asyncio.run(measure(args))
+    # SIGTERM cancels the run like Ctrl-C: the workers, Temporal, the simulator and the
+    # database are removed either way
+    results = asyncio.run(cancellable(measure(args)))
     suffix = f"-{args.batches}batches" if args.batches > 1 else ""
     out = ROOT / "bench" / "results" / f"image_batch-{args.db}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
