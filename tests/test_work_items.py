@@ -94,3 +94,54 @@ def test_a_cached_title_is_read_again_after_its_time(engine, titles):
     later = titles.clock() + titles.ttl_s + 1
     titles.clock = lambda: later
     assert [i.title for i in describe(engine, titles, acct, wanted)] == ["New title"]
+
+
+async def test_a_run_is_only_final_once_its_row_is(engine):
+    """The workflow decides its outcome a moment before its last activity writes the row
+    and frees the site: in that window a snapshot must not say "completed" (a client that
+    starts the next run on seeing it would get a 409)."""
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    from sqlalchemy import update
+
+    from api.routes.automation import run_snapshot
+    from api.work_items import TitleCache
+    from domain.ledger import Ledger
+    from models import AutomationRun
+    from tests import review_builders
+    from workflows.automation_run import RunProgress
+
+    acct, _ = builders.account(engine, credits=10)
+    site = builders.site(engine, acct)
+    run = review_builders.automation_run(engine, acct, site.id)
+    table = AutomationRun.__table__
+    with engine.begin() as conn:  # the row as the workflow left it while running
+        conn.execute(update(table).where(table.c.run_id == run.run_id).values(status="running"))
+    answer = RunProgress(
+        run_id=run.run_id,
+        site_id=site.id,
+        status="completed",  # decided, the row not yet written
+        pause_reason=None,
+        current_stage=None,
+        stages=[],
+        credits_used=3,
+        cost_usd=Decimal("0.03"),
+        balance=None,
+        budget_credits=None,
+    )
+
+    async def query(*_args):
+        return answer
+
+    client = SimpleNamespace(get_workflow_handle_for=lambda *_a: SimpleNamespace(query=query))
+    args = (client, engine, Ledger(engine), run.run_id, acct, TitleCache())
+    snap = await run_snapshot(*args)
+    assert (snap.status, snap.credits_used) == ("running", 3)
+    with engine.begin() as conn:  # the last activity wrote the row: now it is over
+        conn.execute(
+            update(table)
+            .where(table.c.run_id == run.run_id)
+            .values(status="completed", finished_at=table.c.started_at)
+        )
+    assert (await run_snapshot(*args)).status == "completed"

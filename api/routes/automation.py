@@ -233,6 +233,14 @@ async def run_snapshot(
     if progress is None:
         row = await run_in_threadpool(_row, engine, run_id, account_id)
         return _row_progress(row, bal.credits)
+    if progress.status in FINAL:
+        # The workflow decides its outcome just before its last activity writes the row
+        # and frees the site; until then the run is not over for anyone (a new start
+        # would still get a 409), so a final status is only ever the row's.
+        row = await run_in_threadpool(_row, engine, run_id, account_id)
+        if row.finished_at is not None or row.status in FINAL:
+            return _row_progress(row, bal.credits)
+        progress = progress.model_copy(update={"status": row.status})
     wanted = [
         (st.name, STAGE_KINDS[st.name], item_id)
         for st in progress.stages
