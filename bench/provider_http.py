@@ -18,38 +18,18 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.image_batch import free_port  # noqa: E402
+from bench.image_batch import Simulator  # noqa: E402
 
 WARM_UP_CALLS = 200
-
-
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", str(port), "--latency", "0"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise RuntimeError("the simulator did not start")
 
 
 def make_client(kind: str, base_url: str) -> openai.AsyncOpenAI:
@@ -92,13 +72,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each client")
     args = parser.parse_args()
-    port = free_port()
-    sim = start_simulator(port)
+    sim = Simulator(latency=0.0, concurrency=0)  # zero latency, no limit
     try:
-        runs = asyncio.run(measure(args, f"http://127.0.0.1:{port}/v1"))
+        runs = asyncio.run(measure(args, f"{sim.url}/v1"))
     finally:
-        sim.terminate()
-        sim.wait(10)
+        sim.stop()
     default, aio = statistics.median(runs["httpx"]), statistics.median(runs["aiohttp"])
     results = {
         "calls_per_round": args.calls,

@@ -172,13 +172,9 @@ class Milestones:
 
     times: dict[str, list[float]]
 
-    def earliest(self, snapshot: dict[str, Any]) -> float | None:
-        """The latest of the moments this snapshot's counts needed (None: no count yet)."""
-        bound = self.binding(snapshot)
-        return None if bound is None else bound[0]
-
     def binding(self, snapshot: dict[str, Any]) -> tuple[float, str] | None:
-        """That moment and the stage whose count needed it."""
+        """The latest of the moments this snapshot's counts needed, and the stage whose
+        count needed it (None: no count yet)."""
         needed = [
             (self.times[st["name"]][st["done"] - 1], st["name"])
             for st in snapshot.get("stages", [])
