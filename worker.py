@@ -32,6 +32,7 @@ from core.logs import configure_logging
 from core.observability import LogContextInterceptor, Observability, WorkerHealth
 from core.settings import Settings, get_settings
 from core.temporal import DATA_CONVERTER
+from core.workflow_runner import IgnyWorkflowRunner
 from domain.ledger import Ledger
 from domain.provider_slots import SlotPool
 from domain.publishing import sites_with_scheduled_content
@@ -165,6 +166,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
+        workflow_runner=IgnyWorkflowRunner(data_converter=client.data_converter),
         activities=build_activities(settings, engine, providers, executor, gate, client),
         activity_executor=executor,
         max_concurrent_activities=settings.activity_concurrency,

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 from core.temporal import DATA_CONVERTER
+from core.workflow_runner import IgnyWorkflowRunner
 from tests.fakes import Hold, World
 from tests.workflow_paths import PATHS, WORKFLOW_STARTS
 from worker import WORKFLOWS
@@ -35,6 +36,8 @@ def load(path: Path) -> WorkflowHistory:
 
 
 def replayer(**kw) -> Replayer:
+    """A replayer that runs workflows as the worker does (its sandbox runner)."""
+    kw.setdefault("workflow_runner", IgnyWorkflowRunner(data_converter=DATA_CONVERTER))
     return Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER, **kw)
 
 

@@ -265,25 +265,44 @@ async def get_run(
     return await run_snapshot(client, engine, ledger, run_id, account_id, titles)
 
 
-async def _live_images(client: Client, batch_ids: list[str]) -> dict[str, int]:
-    """The run's child batches' live counts (the run learns them only when each ends),
-    asked of all of them at once: a tick waits for the slowest query, not their sum."""
+class LiveImages:
+    """The live counts of a run's running image batches (the run learns them only when
+    each batch ends), a `Side` of the run's event stream: polled by their own task, so a
+    slow batch query never holds up the run's progress."""
 
-    async def ask(batch_id: str) -> BatchProgress | None:
-        handle = client.get_workflow_handle_for(ImageBatchWorkflow.run, batch_id)
-        try:
-            return await handle.query(ImageBatchWorkflow.progress)
-        except (RPCError, WorkflowQueryFailedError):
-            return None  # finished or not yet started: the run's own counts hold it
+    FIELDS = ("images_done", "images_in_flight", "images_failed")
 
-    totals = {"images_done": 0, "images_in_flight": 0, "images_failed": 0}
-    for p in await asyncio.gather(*(ask(batch_id) for batch_id in batch_ids)):
-        if p is None:
-            continue
-        totals["images_done"] += p.images_done
-        totals["images_in_flight"] += p.images_in_flight
-        totals["images_failed"] += p.images_failed
-    return totals
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.counts: dict[str, tuple[int, int, int]] = {}
+
+    async def poll(self, main: dict[str, Any]) -> None:
+        """Ask every running batch at once: a poll waits for the slowest, not their sum."""
+        batch_ids: list[str] = list(main.get("active_batches") or [])
+
+        async def ask(batch_id: str) -> BatchProgress | None:
+            handle = self.client.get_workflow_handle_for(ImageBatchWorkflow.run, batch_id)
+            try:
+                return await handle.query(ImageBatchWorkflow.progress)
+            except (RPCError, WorkflowQueryFailedError):
+                return None  # finished or not yet started: the run's own counts hold it
+
+        answers = await asyncio.gather(*(ask(batch_id) for batch_id in batch_ids))
+        self.counts = {
+            batch_id: (p.images_done, p.images_in_flight, p.images_failed)
+            for batch_id, p in zip(batch_ids, answers, strict=True)
+            if p is not None
+        }
+
+    def merge(self, main: dict[str, Any]) -> dict[str, Any]:
+        """`main` plus the summed counts of the batches it still lists as running (a batch
+        that has ended is in the run's own counts, so its live numbers are dropped)."""
+        active = main.get("active_batches") or []
+        if not active or main.get("status") in FINAL:
+            return main
+        known = [self.counts[b] for b in active if b in self.counts]
+        totals = {name: sum(c[i] for c in known) for i, name in enumerate(self.FIELDS)}
+        return {**main, "live_images": totals}
 
 
 @router.get(
@@ -310,12 +329,10 @@ async def run_events(
 
     async def fetch() -> dict[str, Any]:
         snap = await run_snapshot(client, engine, ledger, run_id, account_id, titles)
-        data = snap.model_dump(mode="json")
-        if client is not None and snap.active_batches:
-            data["live_images"] = await _live_images(client, snap.active_batches)
-        return data
+        return snap.model_dump(mode="json")
 
-    return sse_response(request, run_id, fetch)
+    side = LiveImages(client) if client is not None else None
+    return sse_response(request, run_id, fetch, side)
 
 
 async def _control(
