@@ -28,6 +28,7 @@ from activities.provider_gate import ProviderGate
 from activities.publishing import PokeActivities, PublishingActivities, poke_publisher
 from activities.runs import RunActivities
 from activities.text import TextActivities
+from core.heap import freeze_startup_heap
 from core.logs import configure_logging
 from core.observability import LogContextInterceptor, Observability, WorkerHealth
 from core.settings import Settings, get_settings
@@ -231,6 +232,7 @@ async def run_worker(settings: Settings | None = None) -> None:
         worker = build_worker(client, settings, engine, providers, executor, gate=gate)
         log.info("worker polling task queue %r on %s", settings.task_queue, client.namespace)
         async with worker:
+            freeze_startup_heap()
             await ensure_hold_sweeper(client, settings.task_queue)
             await wake_publishers(client, settings.task_queue, engine)
             health.polling = True

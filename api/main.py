@@ -28,6 +28,7 @@ from api.run_events import RunEvents
 from api.schemas import OPENAPI_EXTRA_MODELS
 from api.temporal import TemporalConnector
 from api.work_items import TitleCache
+from core.heap import freeze_startup_heap
 from core.observability import Observability
 from core.settings import Settings, get_settings
 from domain.ledger import Ledger
@@ -101,6 +102,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.temporal = await connector.connect()
     # the OpenAPI document takes ~0.75 s of CPU to build here: once, now, off the loop
     await run_in_threadpool(app.openapi)
+    if getattr(app.state, "freeze_heap", False):
+        freeze_startup_heap()  # full GC passes walk only what requests build
     try:
         yield
     finally:
@@ -170,7 +173,8 @@ def create_app(
     Without `settings` this is the API process itself (`uvicorn … --factory`): it sets up
     its logs (LOG_FORMAT), traces (OTEL_EXPORTER_OTLP_ENDPOINT) and metrics
     (API_METRICS_PORT). Tests pass settings, and an `observability` when they want one."""
-    if settings is None and observability is None:
+    own_process = settings is None and observability is None
+    if own_process:
         settings = get_settings()
         observability = Observability.setup(settings, "api", metrics_port=settings.api_metrics_port)
     app = FastAPI(
@@ -183,6 +187,7 @@ def create_app(
     )
     app.state.settings = settings or get_settings()
     app.state.connect_temporal = connect_temporal
+    app.state.freeze_heap = own_process  # a test's app must not freeze the test process
     app.state.observability = observability
     app.state.titles = TitleCache()
     install_error_handlers(app)
