@@ -9,6 +9,8 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+from temporalio.client import WorkflowExecutionStatus, WorkflowQueryRejectedError
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes.automation import LiveImages
@@ -100,9 +102,13 @@ async def test_live_images_ask_every_running_batch_and_forget_the_silent_ones():
         def __init__(self, batch_id: str) -> None:
             self.batch_id = batch_id
 
-        async def query(self, _query: Any) -> Any:
+        async def query(self, _query: Any, reject_condition: Any = None) -> Any:
             if self.batch_id == "gone":
                 raise RPCError("not found", RPCStatusCode.NOT_FOUND, b"")
+            if self.batch_id == "closed":
+                # a closed batch is never asked (its worker would replay it to answer)
+                assert reject_condition == QueryRejectCondition.NOT_OPEN
+                raise WorkflowQueryRejectedError(WorkflowExecutionStatus.COMPLETED)
             return SimpleNamespace(images_done=4, images_in_flight=1, images_failed=2)
 
     class Client:
@@ -111,5 +117,5 @@ async def test_live_images_ask_every_running_batch_and_forget_the_silent_ones():
 
     live = LiveImages(Client())  # type: ignore[arg-type]
     live.counts = {"old": (9, 9, 9)}
-    await live.poll({"active_batches": ["b1", "gone"]})
+    await live.poll({"active_batches": ["b1", "gone", "closed"]})
     assert live.counts == {"b1": (4, 1, 2)}

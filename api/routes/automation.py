@@ -16,7 +16,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, delete, select
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import (
@@ -283,8 +284,12 @@ class LiveImages:
         async def ask(batch_id: str) -> BatchProgress | None:
             handle = self.client.get_workflow_handle_for(ImageBatchWorkflow.run, batch_id)
             try:
-                return await handle.query(ImageBatchWorkflow.progress)
-            except (RPCError, WorkflowQueryFailedError):
+                # a closed batch is not asked: its worker would replay its whole history
+                # to answer, and the run's own counts hold its images once it has ended
+                return await handle.query(
+                    ImageBatchWorkflow.progress, reject_condition=QueryRejectCondition.NOT_OPEN
+                )
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
                 return None  # finished or not yet started: the run's own counts hold it
 
         answers = await asyncio.gather(*(ask(batch_id) for batch_id in batch_ids))
