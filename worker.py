@@ -231,8 +231,8 @@ async def run_worker(settings: Settings | None = None) -> None:
         stack.push_async_callback(gate.close)
         worker = build_worker(client, settings, engine, providers, executor, gate=gate)
         log.info("worker polling task queue %r on %s", settings.task_queue, client.namespace)
+        freeze_startup_heap()  # before polling: the pass would hold up the first tasks
         async with worker:
-            freeze_startup_heap()
             await ensure_hold_sweeper(client, settings.task_queue)
             await wake_publishers(client, settings.task_queue, engine)
             health.polling = True
