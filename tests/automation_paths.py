@@ -92,6 +92,28 @@ async def out_of_credits(client: Client, queue: str, world: World) -> Ran:
     return await finish(handle)
 
 
+async def refused_before_resume(client: Client, queue: str, world: World) -> Ran:
+    """A credit hold refused before a top-up reaches the run only after the user's resume:
+    the run asks again and goes on instead of pausing a second time."""
+    world.keywords = 40
+    world.balance = 1
+    world.refusal_gate = asyncio.Event()
+    handle = await start_run(client, queue)
+    await world_until(world, lambda w: w.refusals_held > 0)
+    await handle.signal("pause", ControlInput(reason="user"))
+    await wait_until(handle, lambda p: p.status == "paused")
+    world.balance += 5000
+    await handle.signal("resume", ControlInput())
+    await wait_until(handle, lambda p: p.status == "running")
+    world.refusal_gate.set()
+    settled = await wait_until(
+        handle, lambda p: p.status == "completed" or p.pause_reason == "insufficient_credits"
+    )
+    if settled.status != "completed":
+        await handle.terminate("paused again by a refusal from before the resume")
+    return await finish(handle)
+
+
 async def over_budget(client: Client, queue: str, world: World) -> Ran:
     world.keywords = 40
     handle = await start_run(client, queue, budget_credits=30)
@@ -127,6 +149,7 @@ RUN_PATHS: dict[str, RunPath] = {
     "cancel_in_images": cancel_in_images,
     "cancel_temporal": cancel_from_temporal,
     "out_of_credits": out_of_credits,
+    "refused_before_resume": refused_before_resume,
     "over_budget": over_budget,
     "continue_as_new": continue_as_new,
     "plan_failure": plan_failure,

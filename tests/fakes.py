@@ -113,6 +113,10 @@ class World:
     fail_plan: str | None = None
     failing_items: set[int] = field(default_factory=set)  # generation fails for good
     gate: asyncio.Event | None = None  # when set up, generations wait for it
+    # when set up, a refused credit check (reserve or charge) is decided at once but
+    # answered only once it is set: the refusal reaches the workflow late
+    refusal_gate: asyncio.Event | None = None
+    refusals_held: int = 0
     image_gate: asyncio.Event | None = None  # when set up, image generations wait for it
     holds: dict[int, Hold] = field(default_factory=dict)
     charges: list[str] = field(default_factory=list)  # keys, in charge order
@@ -187,12 +191,14 @@ class World:
     @activity.defn(name="reserve_credits")
     async def reserve_credits(self, inp: ReserveInput) -> ReserveOutput:
         if self.available < inp.amount:
-            return ReserveOutput(
+            refused = ReserveOutput(
                 ok=False,
                 required=inp.amount,
                 available=self.available,
                 message=f"Insufficient credits. Required: {inp.amount}, Available: {self.available}",
             )
+            await self._answer_refusal()
+            return refused
         hold_id = len(self.holds) + 1
         self.holds[hold_id] = Hold(inp.amount)
         return ReserveOutput(ok=True, hold_id=hold_id, amount=inp.amount, balance=self.balance)
@@ -219,7 +225,18 @@ class World:
             self.charges.append(item.idempotency_key)
             self.events.append(("charged", int(item.idempotency_key.rsplit(":", 1)[1])))
             outcomes.append(self._charged(item.idempotency_key, item.amount))
+        if any(o.error_type == "InsufficientCredits" for o in outcomes):
+            await self._answer_refusal()
         return DeductManyOutput(outcomes=outcomes)
+
+    async def _answer_refusal(self) -> None:
+        if self.refusal_gate is None:
+            return
+        self.refusals_held += 1
+        try:
+            await self._held("refusal", self.refusal_gate)
+        finally:
+            self.refusals_held -= 1
 
     def _charged(self, key: str, amount: int) -> DeductOutcome:
         result = DeductOutput(

@@ -151,6 +151,15 @@ async def test_running_out_of_credits_pauses_and_a_top_up_finishes_without_repea
     assert stages(ran.result)["review"].done == expected_counts(world)["review"]
 
 
+async def test_a_hold_refused_before_the_resume_does_not_pause_the_run_again(temporal_env, run_env):
+    ran, world = await run(temporal_env, run_env, "refused_before_resume")
+    assert not isinstance(ran.result, WorkflowFailureError), "paused again after the resume"
+    assert ran.result.status == "completed"
+    assert world.note_types().count("automation_paused") == 0  # only the user paused it
+    assert_each_item_charged_once(world)
+    assert stages(ran.result)["review"].done == expected_counts(world)["review"]
+
+
 async def test_a_budget_pauses_the_run_and_raising_it_goes_on(temporal_env, run_env):
     ran, world = await run(temporal_env, run_env, "over_budget")
     assert ran.result.status == "completed" and ran.result.budget_credits == 100_000
@@ -256,3 +265,40 @@ async def test_a_childs_out_of_credits_report_that_meets_the_resume_does_not_pau
         result = await finish(handle)
     assert result.result.status == "completed", result.result
     assert world.note_types().count("automation_paused") == 0  # only the user paused it
+
+
+@pytest.mark.parametrize(("resumes", "pauses"), [(0, False), (1, True)])
+async def test_a_childs_report_older_than_a_resume_the_run_sent_it_does_not_pause_the_run(
+    temporal_env, resumes: int, pauses: bool
+):
+    """A child's "out of credits" that was decided before the resume the run sent it (the
+    child had taken 0 resumes; the run has sent 1) reaches the run after that resume: the
+    run goes on. The same report from after the resume (1) pauses the run, as it must."""
+    world, queue = World(), f"stale-{uuid.uuid4().hex}"
+    world.keywords = 40
+    world.max_concurrency = 1  # the children keep images to claim when the pause comes
+    world.image_gate = asyncio.Event()
+    client = temporal_env.client
+    async with Worker(
+        client, task_queue=queue, workflows=list(WORKFLOWS), activities=world.activities()
+    ):
+        handle = await start_run(client, queue)
+        await wait_until(handle, lambda p: bool(p.active_batches))
+        batch = (await handle.query("progress"))["active_batches"][0]
+        child = client.get_workflow_handle(batch)
+        await handle.signal("pause", ControlInput(reason="user"))
+        await wait_until(child, lambda p: p.status == "paused")  # the run told its child
+        await handle.signal("resume", ControlInput())
+        await wait_until(child, lambda p: p.status == "running")  # ... and told it again
+        report = ChildReport(batch_id=batch, status="paused",
+                             pause_reason="insufficient_credits", resumes=resumes)  # fmt: skip
+        await handle.signal(CHILD_PAUSED, report)
+        world.image_gate.set()
+        settled = await wait_until(
+            handle, lambda p: p.status == "completed" or p.pause_reason == "insufficient_credits"
+        )
+        assert (settled.status == "paused") is pauses, settled
+        if pauses:
+            await handle.signal("resume", ControlInput())
+        result = await finish(handle)
+    assert result.result.status == "completed", result.result

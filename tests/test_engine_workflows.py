@@ -136,6 +136,18 @@ async def test_credits_running_out_pause_and_resume_after_top_up_charges_each_on
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_a_charge_refused_before_the_resume_does_not_pause_the_run_again(
+    time_skipping_env, fake_env, kind
+):
+    ran, world = await run_path(time_skipping_env, fake_env, kind, "refused_before_resume")
+    assert not isinstance(ran.result, WorkflowFailureError), f"paused again: {ran.result.cause}"
+    assert ran.result.status == "completed" and _done(ran.result) == ITEMS[kind], ran.result
+    assert not any(k.endswith("_paused") for k in world.note_types())  # only the user paused
+    assert len(world.charges) == ITEMS[kind] == world.started  # the refused ones, charged once
+    assert_settled(world)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_history_stays_bounded_by_continuing_as_new(time_skipping_env, fake_env, kind):
     ran, world = await run_path(time_skipping_env, fake_env, kind, "continue_as_new")
     assert len(ran.run_ids) == 2, "the batch never continued as new"

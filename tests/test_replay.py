@@ -24,6 +24,7 @@ from tests.fakes import Hold, World
 from tests.workflow_paths import PATHS, WORKFLOW_STARTS
 from worker import WORKFLOWS
 from workflows.engine import metering
+from workflows.engine.control import RunControl
 from workflows.image_batch import ImageBatchInput, ImageBatchWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -90,6 +91,22 @@ async def test_the_lane_history_replays_only_with_its_lanes(monkeypatch: pytest.
     unsandboxed = replayer(workflow_runner=UnsandboxedWorkflowRunner())
     await unsandboxed.replay_workflow(history)
     monkeypatch.setattr(image_batch, "LANE_MIN_CONCURRENCY", 10**6)
+    with pytest.raises(workflow.NondeterminismError):
+        await unsandboxed.replay_workflow(history)
+
+
+@pytest.mark.parametrize(
+    "kind", ["ImageBatchWorkflow", "TextBatchWorkflow", "AutomationRunWorkflow"]
+)
+async def test_the_refused_before_resume_history_replays_only_with_its_rule(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+):
+    """The r6 history of a credit refusal that met a resume holds the rule's patch: the
+    same code that pauses again on such a refusal is refused as non-deterministic."""
+    history = load(HISTORIES / "r6" / kind / "refused_before_resume.json")
+    unsandboxed = replayer(workflow_runner=UnsandboxedWorkflowRunner())
+    await unsandboxed.replay_workflow(history)
+    monkeypatch.setattr(RunControl, "refused_before_resume", lambda self, epoch: False)
     with pytest.raises(workflow.NondeterminismError):
         await unsandboxed.replay_workflow(history)
 

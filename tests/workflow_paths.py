@@ -161,6 +161,33 @@ def out_of_credits(start: Start) -> Path:
     return run
 
 
+def refused_before_resume(start: Start) -> Path:
+    """Charges refused while the run is paused reach it only after the top-up and the
+    resume: the run must go on (the items are charged again), not pause once more."""
+
+    async def run(client: Client, queue: str, world: World) -> Ran:
+        world.gate, world.refusal_gate = asyncio.Event(), asyncio.Event()
+        handle = await start(client, queue)
+        await world_until(world, lambda w: w.active > 0)
+        await handle.signal("pause", ControlInput(reason="user"))
+        await wait_until(handle, lambda p: p.status == "paused")
+        for hold in world.holds.values():  # another spender took the credits meanwhile
+            hold.open = False
+        world.balance = 1
+        world.gate.set()  # the items in flight land; their charges are refused now ...
+        await world_until(world, lambda w: w.refusals_held > 0)
+        world.balance += 1000
+        await handle.signal("resume", ControlInput())
+        await wait_until(handle, lambda p: p.status == "running")
+        world.refusal_gate.set()  # ... and reach the run after the resume
+        await wait_until(
+            handle, lambda p: p.status == "completed" or p.pause_reason == "insufficient_credits"
+        )
+        return await finish(handle)
+
+    return run
+
+
 def continue_as_new(start: Start) -> Path:
     async def run(client: Client, queue: str, world: World) -> Ran:
         return await finish(await start(client, queue, history_limit=40))
@@ -219,6 +246,7 @@ PATHS: dict[str, Callable[[Start], Path]] = {
     "cancel_signal": cancel_by_signal,
     "cancel_temporal": cancel_from_temporal,
     "out_of_credits": out_of_credits,
+    "refused_before_resume": refused_before_resume,
     "continue_as_new": continue_as_new,
     "plan_failure": plan_failure,
     "refused_at_start": refused_at_start,

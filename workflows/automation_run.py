@@ -59,7 +59,13 @@ with workflow.unsafe.imports_passed_through():
         AIFunction,
     )
     from workflows.engine.batch import CHILD_FINISHED, CHILD_PAUSED, ChildReport
-    from workflows.engine.control import ControlInput, ControlState, ProgressRequest, RunControl
+    from workflows.engine.control import (
+        PATCH_STALE_REFUSAL,
+        ControlInput,
+        ControlState,
+        ProgressRequest,
+        RunControl,
+    )
     from workflows.engine.items import (
         HISTORY_LIMIT,
         WORKING_SHOWN,
@@ -130,6 +136,8 @@ class ImagesState(BaseModel):
     credits_used: int = 0
     cost_usd: Decimal = Decimal("0")
     errors: list[str] = Field(default_factory=list)
+    # child id → resume signals sent to it (counted when sent; a failed send is taken back)
+    resumes_told: dict[str, int] = Field(default_factory=dict)
 
 
 class RunState(BaseModel):
@@ -325,7 +333,7 @@ class AutomationRunWorkflow:
     @workflow.signal(name=CHILD_PAUSED)
     def child_paused(self, report: ChildReport) -> None:
         """A child batch ran out of credits: the run pauses with it."""
-        if report.batch_id in self.s.images.active:
+        if report.batch_id in self.s.images.active and not self._stale(report):
             self._pending_pause = report.pause_reason or "insufficient_credits"
 
     @workflow.signal(name=CHILD_FINISHED)
@@ -339,8 +347,11 @@ class AutomationRunWorkflow:
         )
         if refused and not self.s.control.cancel_requested:  # not started: do them later
             img.pending[:0] = articles
-            self._pending_pause = "insufficient_credits"
+            if not self._stale(report):
+                self._pending_pause = "insufficient_credits"
+            img.resumes_told.pop(report.batch_id, None)
             return
+        img.resumes_told.pop(report.batch_id, None)
         img.images_done += report.done
         img.images_failed += report.failed
         img.credits_used += report.credits_used
@@ -528,9 +539,12 @@ class AutomationRunWorkflow:
                     return False
                 want = min(want, left)
             st.holds += 1
+            epoch = self.control.epoch
             hold = await meter.reserve(want, f"{meter.prefix}:hold:{st.holds}")
             if hold.ok:
                 return True
+            if self.control.refused_before_resume(epoch):
+                return False  # asked again at once, on the credits the resume came with
             await self._pause_for("insufficient_credits", hold.message)
             return False
 
@@ -630,6 +644,16 @@ class AutomationRunWorkflow:
         if self.s.control.cancel_requested:
             return True
         return not st.pending and self._stage_done(UPSTREAM[stage])
+
+    def _stale(self, report: ChildReport) -> bool:
+        """The child's credit check began before a resume this run sent it: the top-up
+        behind that resume answers it (a new child asks again), so the run goes on."""
+        told = self.s.images.resumes_told.get(report.batch_id, 0)
+        return (
+            report.resumes is not None
+            and report.resumes < told
+            and workflow.patched(PATCH_STALE_REFUSAL)
+        )
 
     # ---- stage 6: child image batches ----------------------------------------------------
     async def _images_stage(self) -> bool:
@@ -756,8 +780,7 @@ class AutomationRunWorkflow:
         starting cannot take a signal yet: it is told again a second later."""
         for child_id in list(self.s.images.active):
             try:
-                handle = workflow.get_external_workflow_handle(child_id)
-                await handle.signal(control, ControlInput(reason="user"))
+                await self._signal_child(child_id, control)
                 self._untold.pop(child_id, None)
             except Exception:
                 self._untold[child_id] = control
@@ -770,11 +793,24 @@ class AutomationRunWorkflow:
                 del self._untold[child_id]
                 continue
             try:
-                handle = workflow.get_external_workflow_handle(child_id)
-                await handle.signal(control, ControlInput(reason="user"))
+                await self._signal_child(child_id, control)
                 del self._untold[child_id]
             except Exception:
                 workflow.logger.info("child %s cannot take %s yet", child_id, control)
+
+    async def _signal_child(self, child_id: str, control: str) -> None:
+        """A resume is counted before it is sent (a report the child sends meanwhile is
+        older than it) and taken back if the child could not take it."""
+        told = self.s.images.resumes_told
+        if control == "resume":
+            told[child_id] = told.get(child_id, 0) + 1
+        try:
+            handle = workflow.get_external_workflow_handle(child_id)
+            await handle.signal(control, ControlInput(reason="user"))
+        except Exception:
+            if control == "resume":
+                told[child_id] -= 1
+            raise
 
     # ---- stage 7: review, approval, publish slots ------------------------------------------
     async def _review_stage(self) -> bool:

@@ -227,10 +227,11 @@ class ImageBatchWorkflow:
         meter.state.credit_price_usd = plan.credit_price_usd
         required = len(plan.slots) * plan.credits_per_image
         if required > 0:
+            epoch = self.batch.control.epoch
             hold = await meter.reserve(required, f"{inp.batch_id}:hold")
             if not hold.ok:
                 details = {"required": hold.required, "available": hold.available}
-                await self.batch.fail(hold.message, details, self._record)
+                await self.batch.fail(hold.message, details, self._record, refused_at=epoch)
                 return False
         return True
 

@@ -34,7 +34,7 @@ from workflows.hold_sweeper import HoldSweeperWorkflow, SweeperInput
 from workflows.publisher import PublisherWorkflow
 
 HERE = Path(__file__).resolve().parent
-RELEASE = "r6"
+RELEASE = "r7"
 
 
 async def record_paths(client: Client, out: Path, only: str | None) -> list[Path]:

@@ -76,6 +76,9 @@ class ChildReport(Frozen):
     balance: int | None = None
     errors: list[str] = []
     pause_reason: str | None = None
+    # The batch's resume count when the credit check behind a pause or a refused start
+    # began: the parent drops a report older than a resume it sent (None: not a refusal).
+    resumes: int | None = None
 
 
 class MeteredBatch(Generic[I]):
@@ -139,16 +142,21 @@ class MeteredBatch(Generic[I]):
             raise asyncio.CancelledError(f"{self.fn.run_label} cancelled")
 
     async def fail(
-        self, reason: str, details: dict[str, int], record: Callable[[str], Awaitable[None]]
+        self,
+        reason: str,
+        details: dict[str, int],
+        record: Callable[[str], Awaitable[None]],
+        refused_at: int | None = None,
     ) -> None:
-        """End before any generation: log the error, notify, record; nothing was charged."""
+        """End before any generation: log the error, notify, record; nothing was charged.
+        `refused_at`: the resume count when the refused credit check began."""
         self.control.decide("failed")
         self.state.loop.errors = [reason]
         await self.meter.close("failed", dict(details), reason)
         await self.meter.notify("failed", self.fn.failed_title, reason, dict(details))
         await record("failed")
         self.control.finished()
-        await self._tell_parent(CHILD_FINISHED)
+        await self._tell_parent(CHILD_FINISHED, refused_at)
 
     async def _finish(self, record: Callable[[str], Awaitable[None]]) -> None:
         await self.loop.settle()
@@ -176,7 +184,7 @@ class MeteredBatch(Generic[I]):
         workflow.logger.info("%s %s: %s", self.fn.run_label, outcome, self.summary())
         await self._tell_parent(CHILD_FINISHED)
 
-    async def _tell_parent(self, signal: str) -> None:
+    async def _tell_parent(self, signal: str, refused_at: int | None = None) -> None:
         if self.parent_id is None:
             return
         c = self.counts()
@@ -190,6 +198,7 @@ class MeteredBatch(Generic[I]):
             balance=c.balance,
             errors=c.errors,
             pause_reason=self.control.state.pause_reason,
+            resumes=refused_at,
         )
         try:
             await workflow.get_external_workflow_handle(self.parent_id).signal(signal, report)
@@ -232,6 +241,7 @@ class MeteredBatch(Generic[I]):
         )
 
     async def _paused(self, reason: str, message: str) -> None:
+        refused_at = self.control.epoch  # before the notification: a resume may come meanwhile
         label = self.fn.run_label
         await self.meter.notify_paused(
             reason,
@@ -239,7 +249,7 @@ class MeteredBatch(Generic[I]):
             f"{label} paused: {message}. Top up and resume to go on.",
             {"batch_id": self.batch_id},
         )
-        await self._tell_parent(CHILD_PAUSED)
+        await self._tell_parent(CHILD_PAUSED, refused_at)
 
     def counts(self) -> BatchCounts:
         s, m = self.state.loop, self.meter.state

@@ -6,7 +6,9 @@ running ──pause──▶ paused ──resume──▶ running
 running ──(all items settled)──▶ completed | failed
 
 A pause has a reason: `user`, `insufficient_credits` or `budget_exhausted`. A cancelling
-run never pauses again. The final status shows only once the finishing activities are done,
+run never pauses again. A credit check that was asked before the latest resume and refused
+after it does not pause the run: the resume (after a top-up) answers it, and the item asks
+again (`refused_before_resume`). The final status shows only once the finishing activities are done,
 so whoever reads `completed` also sees the log closed and the notification sent.
 """
 
@@ -23,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.common import Frozen
 
 T = TypeVar("T")
+# Histories recorded before this rule paused again on a refusal from before a resume.
+PATCH_STALE_REFUSAL = "credit-refusals-from-before-a-resume-do-not-pause"
 PauseReason = Literal["user", "insufficient_credits", "budget_exhausted"]
 Status = Literal["running", "paused", "cancelling", "completed", "cancelled", "failed"]
 FINAL: tuple[Status, ...] = ("completed", "cancelled", "failed")
@@ -48,6 +52,7 @@ class ControlState(BaseModel):
     cancel_requested: bool = False
     stop_published: bool = False  # the workers know the run is paused or cancelled
     stop_row: bool = False  # a stop was ever published (its row goes when the run ends)
+    resumes: int = 0  # resume signals taken: a credit check remembers the count it began at
 
 
 class RunControl:
@@ -69,6 +74,18 @@ class RunControl:
 
     def resume(self) -> None:
         self.state.paused, self.state.pause_reason = False, None
+        self.state.resumes += 1
+
+    @property
+    def epoch(self) -> int:
+        """Taken before a credit check, for `refused_before_resume`."""
+        return self.state.resumes
+
+    def refused_before_resume(self, epoch: int) -> bool:
+        """A check begun at `epoch` was refused, and a resume came while it ran: the
+        refusal predates the top-up the resume stands for, so it must not pause the run
+        (on two busy cores the refusal can reach the workflow after the resume does)."""
+        return self.state.resumes != epoch and workflow.patched(PATCH_STALE_REFUSAL)
 
     def cancel(self) -> None:
         self.state.cancel_requested, self.state.paused = True, False

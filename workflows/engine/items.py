@@ -294,6 +294,7 @@ class ItemLoop(Generic[I]):
     ) -> bool:
         """True once the item is charged (or free). One that cannot be charged waits for
         credits (the run pauses) or, at the end, is withdrawn: never delivered free."""
+        epoch = self.control.epoch
         outcome = await self.meter.charge(charge)
         if outcome.error_type is None:
             self.state.done += 1
@@ -302,6 +303,8 @@ class ItemLoop(Generic[I]):
             self.state.uncharged.append(charge)
             if result:
                 self.state.held_results[str(charge.item_id)] = result
+            if self.control.refused_before_resume(epoch):
+                return False  # charged again at once, on the credits the resume came with
             if self.control.pause("insufficient_credits"):
                 await self.on_pause("insufficient_credits", outcome.message)
             return False
