@@ -24,8 +24,13 @@ run: $(STAMP) ## Start the embedded stack and run a demo automation run live (Ct
 demo: $(STAMP) ## Run one demo automation run end to end, print its summary and the operator SQL
 	$(BIN)/igny8 demo
 
+# Two test processes: most tests wait on Temporal, the simulator or a subprocess, so two
+# of them share two cores well (12 min → 7.5 min on a 2-core machine). Each process has
+# its own dev server, databases, simulator, WordPress and S3; TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) ## Run the test suite (SQLite and PostgreSQL, real Temporal, simulator)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
