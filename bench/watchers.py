@@ -21,10 +21,13 @@ Method
   --probe-interval), so it is dated from the rows the run wrote: a stage counts an item
   only after the item's row exists (a text item's charge, a writer task, a child batch's
   finish, an article moved to review), so the snapshot showing a stage at n done cannot
-  exist before the n-th such row. A snapshot's earliest moment is the latest of these
-  over its stages; arrival minus that is an upper bound of the delay (too high by the
-  time from a row's commit to the workflow counting it, typically tens of ms; more for
-  a change that moves no count, such as a stage's status). A watcher's delay is counted
+  exist before the n-th such row; and a text stage shows `completed` only after the
+  workflow has closed its task log (the log row's update). A snapshot's earliest moment
+  is the latest of these over its stages; arrival minus that is an upper bound of the
+  delay (too high by the time from a row's commit to the workflow counting it, typically
+  tens of ms; more for a change that moves no count, such as a flow stage's status).
+  The same figure dated by the item rows alone (as before the task-log rule) is printed
+  beside it. A watcher's delay is counted
   for each snapshot whose workflow progress (not the ledger balance or the child
   batches' live counts, which the API adds) differs from the one before; a watcher's
   first snapshot (sent on connect) is not a change. The final snapshot, which the API
@@ -79,7 +82,7 @@ from domain.ai_functions import (  # noqa: E402
     GENERATE_IDEAS,
     GENERATE_IMAGE_PROMPTS,
 )
-from models import Content, CreditUsageLog, Image, Task  # noqa: E402
+from models import AITaskLog, Content, CreditUsageLog, Image, Task  # noqa: E402
 from models.runs import AutomationRun, ImageBatch  # noqa: E402
 from workflows.automation_run import AutomationRunWorkflow  # noqa: E402
 
@@ -168,19 +171,28 @@ class Milestones:
     """For each stage, when its done count reached 1, 2, 3, ...: the time of the row that
     made the n-th item count (its charge for a text stage, its writer task, its child
     batch's finish, its move to review). The workflow counts an item only after that row
-    is written, so a snapshot showing these counts cannot have existed earlier."""
+    is written, so a snapshot showing these counts cannot have existed earlier. Likewise a
+    text stage shows `completed` only once its task log is closed (`closed`)."""
 
     times: dict[str, list[float]]
+    closed: dict[str, float] = field(default_factory=dict)  # text stage → its log closed
 
-    def binding(self, snapshot: dict[str, Any]) -> tuple[float, str] | None:
-        """The latest of the moments this snapshot's counts needed, and the stage whose
-        count needed it (None: no count yet)."""
+    def binding(self, snapshot: dict[str, Any], closes: bool = True) -> tuple[float, str] | None:
+        """The latest of the moments this snapshot's counts (and closed stages) needed,
+        and what needed it (None: no count yet)."""
         needed = [
             (self.times[st["name"]][st["done"] - 1], st["name"])
             for st in snapshot.get("stages", [])
             if 0 < st["done"] <= len(self.times.get(st["name"], []))
         ]
-        return max(needed, default=None)
+        if not needed or not closes:
+            return max(needed, default=None)
+        needed += [
+            (self.closed[st["name"]], f"{st['name']} log closed")
+            for st in snapshot.get("stages", [])
+            if st["status"] in FINAL and st["name"] in self.closed
+        ]
+        return max(needed)
 
 
 def milestones(stack: Stack, site: Site) -> Milestones:
@@ -214,7 +226,13 @@ def milestones(stack: Stack, site: Site) -> Milestones:
                 )
             ).scalars()
         )
-    return Milestones(times)
+        logs = conn.execute(
+            select(AITaskLog.payload, AITaskLog.updated_at).where(
+                AITaskLog.account_id == site.account_id, AITaskLog.status != "running"
+            )
+        ).all()
+    closed = {p["stage"]: t.timestamp() for p, t in logs if p.get("stage") in STAGE_ROWS}
+    return Milestones(times, closed)
 
 
 @dataclass
@@ -350,7 +368,7 @@ def moved(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "; ".join(parts) or "other fields"
 
 
-def change_delays(outcome: RunOutcome) -> Delays:
+def change_delays(outcome: RunOutcome, closes: bool = True) -> Delays:
     """Per watcher and progress change: arrival minus the earliest moment the new
     progress could exist (its milestones; for the final snapshot, which the API reads
     from the run's row, the time the row was marked finished): an upper bound."""
@@ -366,7 +384,7 @@ def change_delays(outcome: RunOutcome) -> Delays:
             if snap["status"] in FINAL:
                 bound = (outcome.finished_at, "the run's row")
             else:
-                bound = outcome.milestones.binding(snap)
+                bound = outcome.milestones.binding(snap, closes)
             if bound is None:
                 out.unbounded += 1
                 continue
@@ -408,6 +426,7 @@ def watched_report(outcome: RunOutcome) -> dict[str, Any]:
         "distinct_snapshots": len(outcome.texts),
         "snapshots_received": sum(len(w.arrivals) for w in outcome.watchers),
         "change_to_watcher_ms": spread(delays.seconds),
+        "change_to_watcher_ms_item_rows_only": spread(change_delays(outcome, False).seconds),
         "changes_without_a_bound": delays.unbounded,
         "slowest_changes": delays.slowest(),
         "fan_out_spread_ms": spread(fan_out_delays(outcome)),
@@ -469,6 +488,7 @@ def summary(r: dict[str, Any]) -> list[str]:
     tag = f"[{r['db']}]"
     u, w = r["unwatched"], r["watched"]
     d, f = w["change_to_watcher_ms"], w["fan_out_spread_ms"]
+    r0 = w["change_to_watcher_ms_item_rows_only"]
     probe = (
         f"; a second querier (probe) every {r['probe_interval_s']} s"
         if r["probe_interval_s"]
@@ -485,6 +505,12 @@ def summary(r: dict[str, Any]) -> list[str]:
         f"{tag} progress change -> watcher (upper bound): p50 {d['p50']} ms, p99 {d['p99']} ms, "
         f"max {d['max']} ms over {d['n']} deliveries (goal p99 < 500 ms); "
         f"{w['changes_without_a_bound']} changes before any count moved",
+        f"{tag}   dated by the item rows alone (a text stage's completion by its last item, "
+        f"not its task log's close): p50 {r0['p50']} ms, p99 {r0['p99']} ms, max {r0['max']} ms",
+        f"{tag}   slowest changes: "
+        + "; ".join(
+            f"{c['moved']} {c['ms']} ms (by {c['dated_by']})" for c in w["slowest_changes"][:3]
+        ),
         f"{tag} fan-out spread (arrival - first arrival): p50 {f['p50']} ms, p99 {f['p99']} ms, "
         f"max {f['max']} ms; {w['distinct_snapshots']} distinct snapshots, "
         f"{w['snapshots_received']} received, {w['watchers_that_saw_the_end']}/{w['watchers']} "
