@@ -333,7 +333,8 @@ class AutomationRunWorkflow:
     @workflow.signal(name=CHILD_PAUSED)
     def child_paused(self, report: ChildReport) -> None:
         """A child batch ran out of credits: the run pauses with it."""
-        if report.batch_id in self.s.images.active and not self._stale(report):
+        told = self.s.images.resumes_told.get(report.batch_id, 0)
+        if report.batch_id in self.s.images.active and not self._stale(report, told):
             self._pending_pause = report.pause_reason or "insufficient_credits"
 
     @workflow.signal(name=CHILD_FINISHED)
@@ -342,16 +343,15 @@ class AutomationRunWorkflow:
         if articles is None:
             return  # not ours, or already counted
         img = self.s.images
+        told = img.resumes_told.pop(report.batch_id, 0)
         refused = report.status == "failed" and any(
             e.startswith(CREDIT_ERROR) for e in report.errors
         )
         if refused and not self.s.control.cancel_requested:  # not started: do them later
             img.pending[:0] = articles
-            if not self._stale(report):
+            if not self._stale(report, told):
                 self._pending_pause = "insufficient_credits"
-            img.resumes_told.pop(report.batch_id, None)
             return
-        img.resumes_told.pop(report.batch_id, None)
         img.images_done += report.done
         img.images_failed += report.failed
         img.credits_used += report.credits_used
@@ -645,10 +645,9 @@ class AutomationRunWorkflow:
             return True
         return not st.pending and self._stage_done(UPSTREAM[stage])
 
-    def _stale(self, report: ChildReport) -> bool:
-        """The child's credit check began before a resume this run sent it: the top-up
-        behind that resume answers it (a new child asks again), so the run goes on."""
-        told = self.s.images.resumes_told.get(report.batch_id, 0)
+    def _stale(self, report: ChildReport, told: int) -> bool:
+        """The child's credit check began before one of the `told` resumes this run sent
+        it: the top-up behind that resume answers it (a new child asks again)."""
         return (
             report.resumes is not None
             and report.resumes < told

@@ -8,8 +8,9 @@ running ──(all items settled)──▶ completed | failed
 A pause has a reason: `user`, `insufficient_credits` or `budget_exhausted`. A cancelling
 run never pauses again. A credit check that was asked before the latest resume and refused
 after it does not pause the run: the resume (after a top-up) answers it, and the item asks
-again (`refused_before_resume`). The final status shows only once the finishing activities are done,
-so whoever reads `completed` also sees the log closed and the notification sent.
+again (`refused_before_resume`). The final status shows only once the finishing
+activities are done, so whoever reads `completed` also sees the log closed and the
+notification sent.
 """
 
 from __future__ import annotations
