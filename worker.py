@@ -34,6 +34,7 @@ from core.observability import LogContextInterceptor, Observability, WorkerHealt
 from core.settings import Settings, get_settings
 from core.temporal import DATA_CONVERTER
 from core.workflow_runner import IgnyWorkflowRunner
+from domain import progress_feed
 from domain.ledger import Ledger
 from domain.provider_slots import SlotPool
 from domain.publishing import sites_with_scheduled_content
@@ -198,6 +199,19 @@ async def wake_publishers(client: Client, task_queue: str, engine: Any) -> None:
         await poke_publisher(client, task_queue, account_id, site_id)
 
 
+def start_progress_feed(settings: Settings, engine: Any, stack: AsyncExitStack) -> None:
+    """On PostgreSQL, the process's workflows announce each progress change to the API
+    processes (domain/progress_feed.py); elsewhere, or with PROGRESS_FEED off, the API
+    polls only."""
+    url = progress_feed.postgres_url(engine) if settings.progress_feed else None
+    if url is None:
+        return
+    feed = progress_feed.PgFeed(url).start()
+    progress_feed.install(feed)
+    stack.callback(feed.close)
+    stack.callback(progress_feed.install, None)
+
+
 async def run_worker(settings: Settings | None = None) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight work and stop. Metrics and the
     health probes are served on WORKER_METRICS_PORT / WORKER_HEALTH_PORT when set."""
@@ -229,6 +243,7 @@ async def run_worker(settings: Settings | None = None) -> None:
         )
         gate = build_gate(engine, executor)
         stack.push_async_callback(gate.close)
+        start_progress_feed(settings, engine, stack)
         worker = build_worker(client, settings, engine, providers, executor, gate=gate)
         log.info("worker polling task queue %r on %s", settings.task_queue, client.namespace)
         freeze_startup_heap()  # before polling: the pass would hold up the first tasks

@@ -31,6 +31,7 @@ from api.work_items import TitleCache
 from core.heap import freeze_startup_heap
 from core.observability import Observability
 from core.settings import Settings, get_settings
+from domain import progress_feed
 from domain.ledger import Ledger
 from models.db import make_engine
 from providers.media_store import media_store_from_settings
@@ -97,7 +98,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
     app.state.media_store = media_store_from_settings(settings)
-    app.state.run_events = RunEvents()
+    feed_url = progress_feed.postgres_url(engine) if settings.progress_feed else None
+    app.state.run_events = RunEvents(feed_url=feed_url)
+    app.state.run_events.start()
     app.state.temporal_connector = connector
     app.state.temporal = await connector.connect()
     # the OpenAPI document takes ~0.75 s of CPU to build here: once, now, off the loop

@@ -260,16 +260,19 @@ class Children:
                 print(f"--- {name} (last {len(tail)} lines)", *tail, sep="\n", file=sys.stderr)
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far (Linux /proc/stat; zeros
-    elsewhere): busy / total over a run says whether the cores were the limit."""
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, total, stolen) CPU seconds of the whole machine so far (Linux /proc/stat;
+    zeros elsewhere): busy / total over a run says whether the cores were the limit;
+    stolen (part of busy) is time the hypervisor gave this virtual machine's cores to
+    others, which slows a run without any process here using it."""
     try:
         fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     except (OSError, ValueError):
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     hz = os.sysconf("SC_CLK_TCK")
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    return (sum(fields) - idle) / hz, sum(fields) / hz
+    steal = fields[7] if len(fields) > 7 else 0.0
+    return (sum(fields) - idle) / hz, sum(fields) / hz, steal / hz
 
 
 def process_cpu(pid: int) -> float:
@@ -283,7 +286,7 @@ def process_cpu(pid: int) -> float:
 
 @dataclass(frozen=True)
 class CpuMark:
-    machine: tuple[float, float]
+    machine: tuple[float, float, float]
     processes: dict[tuple[str, int], float]
 
 
@@ -301,6 +304,8 @@ def cpu_report(before: CpuMark, after: CpuMark) -> dict[str, Any]:
     for (kind, pid), seconds in after.processes.items():
         used = seconds - before.processes.get((kind, pid), 0.0)
         ours[kind] = round(ours.get(kind, 0.0) + used, 1)
+    stolen = after.machine[2] - before.machine[2]
+    ours["stolen by the hypervisor"] = round(stolen, 1)
     ours["everything else"] = round(busy - sum(ours.values()), 1)
     return {
         "machine_busy_share": round(busy / total, 3) if total else None,

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         "postgresql+psycopg://… in production",
     )
     db_pool_size: int = 20
+    progress_feed: bool = Field(
+        default=True,
+        description="On PostgreSQL, workflows push each change of a run's progress to the "
+        "API's SSE watchers by NOTIFY; off (behind PgBouncer in transaction mode, where "
+        "LISTEN does not work) the API polls only",
+    )
 
     temporal_address: str = Field(
         default="", description="host:port of a Temporal frontend; empty starts the embedded one"

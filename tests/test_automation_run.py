@@ -14,6 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from api.deps import get_engine, get_settings_dep, get_temporal
+from api.main import create_app
+from api.run_events import RunEvents
+from domain import progress_feed
 from domain.reconcile import reconcile
 from domain.titles import normalise_title
 from models import (
@@ -241,6 +245,50 @@ async def test_sse_watchers_see_the_balance_fall_while_images_are_made(wctx: Wor
             )
             assert conn.execute(text(sql), {"i": item_id, "a": acct}).scalar_one() == title
     assert snapshots[-1]["current_items"] == []
+    assert snapshots[-1]["balance"] == builders.balance(wctx.engine, acct)
+
+
+async def test_sse_watchers_are_pushed_each_change_without_waiting_for_a_poll(wctx: WorkerCtx):
+    """On PostgreSQL the workflow's changes reach the API by NOTIFY (domain/progress_feed.py):
+    with the API's poll slowed to once in ten minutes, a watcher still sees the run move
+    step by step, to its end (the run's row finishing is pushed too)."""
+    url = progress_feed.postgres_url(wctx.engine)
+    if url is None:
+        pytest.skip("NOTIFY is PostgreSQL's: on SQLite the API polls only")
+    acct, headers, site_id = seeded_site(wctx, credits=20_000)
+    wctx.sim.configure(latency_s=0.05)
+    feed = progress_feed.PgFeed(url).start()
+    progress_feed.install(feed)  # the test's worker runs in this process
+    events = RunEvents(tick_s=600, feed_url=url, send_gap_s=0)
+    app = create_app(wctx.settings, connect_temporal=False)
+    app.dependency_overrides[get_engine] = lambda: wctx.engine
+    app.dependency_overrides[get_settings_dep] = lambda: wctx.settings
+    app.dependency_overrides[get_temporal] = lambda: wctx.client
+    app.state.run_events = events
+    events.start()
+    snapshots = []
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as api:
+            started = await api.post("/automation/runs", json={"site_id": site_id}, headers=headers)
+            path = f"/automation/runs/{started.json()['run_id']}/events"
+
+            async def watch_to_the_end() -> None:
+                async with api.stream("GET", path, headers=headers) as resp:
+                    async for line in resp.aiter_lines():
+                        if line.startswith("data: "):
+                            snapshots.append(json.loads(line[6:]))
+
+            # without the notes the stream would wait for the poll, ten minutes away
+            await asyncio.wait_for(watch_to_the_end(), 120)
+    finally:
+        progress_feed.install(None)
+        feed.close()
+        await events.close()
+    assert snapshots[-1]["status"] == "completed"
+    versions = [s["version"] for s in snapshots[:-1]]  # the last is the row's (no version)
+    assert len(versions) >= 10 and versions == sorted(set(versions)), versions
+    assert events.notes_heard >= len(versions) - 1 and feed.sent >= len(versions) - 1
     assert snapshots[-1]["balance"] == builders.balance(wctx.engine, acct)
 
 

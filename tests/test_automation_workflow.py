@@ -6,20 +6,25 @@ timeouts of the calls a test holds back on purpose)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
+from core.temporal import DATA_CONVERTER
+from domain import progress_feed
 from tests.automation_paths import RUN_PATHS, start_run
 from tests.fakes import World
 from tests.workflow_paths import Ran, finish, wait_until, world_until
 from worker import WORKFLOWS
+from workflows.automation_run import AutomationRunWorkflow
 from workflows.engine.batch import CHILD_PAUSED, ChildReport
 from workflows.engine.control import ControlInput
 
@@ -97,6 +102,54 @@ async def test_a_full_run_moves_every_item_through_every_stage_once(temporal_env
         and world.run_rows[result.run_id].finished
     )
     assert result.credits_used == 1000 - world.balance  # every stage and child counted
+
+
+class Announced:
+    """A progress feed that keeps what the workflows announce (domain/progress_feed.py)."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, int, Any]] = []
+
+    def announce(self, key: str, version: int, progress: Any) -> None:
+        self.notes.append((key, version, progress))
+
+
+async def test_every_progress_change_is_dated_and_announced_but_never_when_replayed(
+    temporal_env, run_env
+):
+    announced = Announced()
+    progress_feed.install(announced)
+    try:
+        ran, _ = await run(temporal_env, run_env, "happy")
+    finally:
+        progress_feed.install(None)
+    run_id = ran.result.run_id
+    notes = [(version, p) for key, version, p in announced.notes if key == run_id]
+    versions = [version for version, _ in notes]
+    assert len(versions) > 20 and versions == list(range(1, len(versions) + 1)), versions
+    # each announced progress is the one the version names, and each differs from the last
+    assert all(p.version == v for v, p in notes)
+    bodies = [p.model_copy(update={"version": 0, "updated_at": None}) for _, p in notes]
+    assert all(a != b for a, b in itertools.pairwise(bodies[:-1]))
+    assert notes[-1][1].status == "completed"  # the last: the run's row has ended too
+    handle = temporal_env.client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id)
+    changes = await handle.query(AutomationRunWorkflow.progress_changes)
+    assert changes.first_version + len(changes.times) - 1 == versions[-1]  # one execution
+    assert changes.times == sorted(changes.times)
+    assert [p.updated_at for _, p in notes] == changes.times
+    # the query of the closed run replayed its history on the worker, and announced nothing
+    replayed = Announced()
+    progress_feed.install(replayed)
+    try:
+        history = await handle.fetch_history()
+        await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(
+            history
+        )
+        final = await handle.query(AutomationRunWorkflow.progress)
+    finally:
+        progress_feed.install(None)
+    assert replayed.notes == []
+    assert (final.version, final.updated_at) == (versions[-1], changes.times[-1])
 
 
 async def test_stages_overlap_an_article_is_written_before_clustering_ends(temporal_env, run_env):

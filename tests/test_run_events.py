@@ -15,6 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes.automation import LiveImages
 from api.run_events import RunEvents
+from domain.progress_feed import Note
 
 
 class Counter:
@@ -49,14 +50,15 @@ class StuckSide:
 
 async def snapshots(events: RunEvents, key: str, fetch, side=None) -> list[dict[str, Any]]:
     out = []
-    async for line in events.stream(key, fetch, side):
+    async for chunk in events.stream(key, fetch, side):
+        line = chunk.decode()
         if line.startswith("event: progress"):
             out.append(json.loads(line.split("data: ", 1)[1]))
     return out
 
 
 async def test_a_side_that_never_answers_does_not_hold_up_the_runs_progress():
-    events, run, side = RunEvents(tick_s=0.001), Counter(last=5), StuckSide()
+    events, run, side = RunEvents(tick_s=0.001, send_gap_s=0), Counter(last=5), StuckSide()
     got = await asyncio.wait_for(snapshots(events, "run-1", run.fetch, side), 10)
     assert [s["done"] for s in got] == [1, 2, 3, 4, 5]  # every change, in order
     assert got[-1]["status"] == "completed"
@@ -64,7 +66,7 @@ async def test_a_side_that_never_answers_does_not_hold_up_the_runs_progress():
 
 
 async def test_side_numbers_are_sent_as_soon_as_they_come():
-    events, side = RunEvents(tick_s=0.001), StuckSide()
+    events, side = RunEvents(tick_s=0.001, send_gap_s=0), StuckSide()
     release = asyncio.Event()
 
     async def fetch() -> dict[str, Any]:
@@ -119,3 +121,121 @@ async def test_live_images_ask_every_running_batch_and_forget_the_silent_ones():
     live.counts = {"old": (9, 9, 9)}
     await live.poll({"active_batches": ["b1", "gone", "closed"]})
     assert live.counts == {"b1": (4, 1, 2)}
+
+
+# ---- pushed notes (domain/progress_feed.py) --------------------------------------------
+class Pushed:
+    """A run whose poll answers `polled` (each once, then the last again) and whose
+    pushed progress is shown as it came, with the API's balance added."""
+
+    def __init__(self, *polled: dict[str, Any]) -> None:
+        self.polled = list(polled)
+        self.fetches = 0
+        self.hold: asyncio.Event | None = None  # set: the second poll waits for it
+
+    async def fetch(self) -> dict[str, Any]:
+        self.fetches += 1
+        if self.fetches == 2 and self.hold is not None:
+            await self.hold.wait()
+        return self.polled.pop(0) if len(self.polled) > 1 else self.polled[0]
+
+    async def apply(self, progress: dict[str, Any] | None) -> dict[str, Any]:
+        assert progress is not None
+        return {**progress, "balance": 5}
+
+
+def running(version: int) -> dict[str, Any]:
+    return {"status": "running", "version": version, "done": version}
+
+
+async def watch_pushing(
+    events: RunEvents, key: str, run: Pushed, pushes: dict[int, list[Note]]
+) -> list[dict[str, Any]]:
+    """Watch `key`; after the n-th snapshot, push the notes of `pushes[n]`."""
+    got: list[dict[str, Any]] = []
+    async for chunk in events.stream(key, run.fetch, apply=run.apply):
+        line = chunk.decode()
+        if line.startswith("event: progress"):
+            got.append(json.loads(line.split("data: ", 1)[1]))
+            for note in pushes.get(len(got), []):
+                events.pushed(note)
+    return got
+
+
+async def test_a_pushed_note_is_shown_at_once_and_an_older_one_is_not():
+    events, run = RunEvents(tick_s=60, send_gap_s=0), Pushed(running(1))
+    pushes = {
+        1: [Note("run-p", 3, running(3))],
+        2: [Note("run-p", 2, running(2)), Note("run-p", 4, {**running(4), "status": "completed"})],
+    }
+    got = await asyncio.wait_for(watch_pushing(events, "run-p", run, pushes), 10)
+    assert [(s["version"], s["status"]) for s in got] == [
+        (1, "running"),
+        (3, "running"),
+        (4, "completed"),
+    ]
+    assert got[1]["balance"] == 5  # made by `apply`, not by a poll ...
+    assert run.fetches == 1  # ... which waits its 60 s tick: only the first was asked
+
+
+async def test_a_poll_answer_older_than_a_pushed_note_is_not_shown():
+    run = Pushed(running(1), running(2), {**running(9), "status": "completed"})
+    run.hold = asyncio.Event()
+    events = RunEvents(tick_s=0.01, send_gap_s=0)
+
+    async def release_later() -> None:
+        while events.notes_heard == 0:
+            await asyncio.sleep(0.005)
+        run.hold.set()  # the poll that started before the note answers after it
+
+    helper = asyncio.create_task(release_later())
+    got = await asyncio.wait_for(
+        watch_pushing(events, "run-o", run, {1: [Note("run-o", 5, running(5))]}), 10
+    )
+    await helper
+    versions = [s["version"] for s in got]
+    assert versions == [1, 5, 9], versions  # version 2, answered late, never went out
+
+
+async def test_changes_within_the_send_gap_go_out_together_and_the_end_at_once():
+    events, run = RunEvents(tick_s=60, send_gap_s=0.3), Pushed(running(1))
+    pushes = {1: [Note("run-g", 2, running(2)), Note("run-g", 3, running(3))]}
+
+    async def end_later() -> None:
+        while events.notes_heard < 2:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.5)  # past the gap: the held snapshot has gone out
+        events.pushed(Note("run-g", 4, {**running(4), "status": "completed"}))
+
+    helper = asyncio.create_task(end_later())
+    started = asyncio.get_running_loop().time()
+    got = await asyncio.wait_for(watch_pushing(events, "run-g", run, pushes), 10)
+    await helper
+    assert [s["version"] for s in got] == [1, 3, 4]  # 2 and 3 came within the gap: one send
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_the_poll_slows_while_a_runs_notes_keep_coming():
+    events, run = RunEvents(tick_s=0.01, send_gap_s=0), Pushed(running(1))
+    heard = 0
+
+    async def notes() -> None:
+        nonlocal heard
+        for version in range(2, 40):
+            events.pushed(Note("run-s", version, running(version)))
+            heard += 1
+            await asyncio.sleep(0.02)
+        events.pushed(Note("run-s", 40, {**running(40), "status": "completed"}))
+
+    async def watch() -> list[dict[str, Any]]:
+        return await watch_pushing(events, "run-s", run, {})
+
+    watcher = asyncio.create_task(watch())
+    while not events._watches.get("run-s"):
+        await asyncio.sleep(0.001)
+    await notes()
+    got = await asyncio.wait_for(watcher, 10)
+    assert got[-1]["version"] == 40
+    # about 0.8 s of notes: at a 10 ms tick the poll would have asked ~80 times; fed, it
+    # asks once a second
+    assert run.fetches <= 4, run.fetches

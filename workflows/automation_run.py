@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn
 
@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.runs import RunActivities, RunStopInput
     from activities.text import TextActivities, TextCallInput, WithdrawTextInput
     from core.temporal import ACCOUNT_ID, RUN_KIND, SITE_ID
+    from domain import progress_feed
     from domain.ai_functions import (
         AUTO_CLUSTER,
         GENERATE_CONTENT,
@@ -157,6 +158,7 @@ class RunState(BaseModel):
     notes: int = 0
     recorded: str = ""  # the last status written to the run's row
     runs: int = 1
+    version: int = 0  # how many times the run's progress has changed
 
 
 class AutomationRunInput(Frozen):
@@ -193,6 +195,19 @@ class RunProgress(Frozen):
     balance: int | None
     budget_credits: int | None
     active_batches: list[str] = []
+    # How many times the progress has changed, and when it last did: the workflow time
+    # of the task that changed it.
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+class ProgressChanges(Frozen):
+    """When each change of this execution's progress happened: version `first_version`
+    at `times[0]`, the next at `times[1]`, and so on (bench/watchers.py dates what its
+    watchers saw by these)."""
+
+    first_version: int
+    times: list[datetime]
 
 
 class RunCredits(Frozen):
@@ -308,6 +323,11 @@ class AutomationRunWorkflow:
         self._untold: dict[str, str] = {}  # child id → a control it could not take yet
         self._told = "resume"  # the last control the children were given
         self._pending_pause: str | None = None  # a child ran out of credits: pause here too
+        self._shown: tuple[RunProgress, bool] | None = None  # the progress as last dated
+        self._row_finished = False  # the run's row says it has ended
+        self._first_version = self.s.version + 1  # this execution's first change
+        self._change_times: list[datetime] = []  # when each of its changes happened
+        self._dating: asyncio.Task[None] | None = None
 
     # ---- controls ----------------------------------------------------------------
     @workflow.signal
@@ -370,6 +390,10 @@ class AutomationRunWorkflow:
         return self._progress()
 
     @workflow.query
+    def progress_changes(self, _: ProgressRequest | None = None) -> ProgressChanges:
+        return ProgressChanges(first_version=self._first_version, times=self._change_times)
+
+    @workflow.query
     def credits(self, _: ProgressRequest | None = None) -> RunCredits:
         p = self._progress()
         return RunCredits(
@@ -384,6 +408,8 @@ class AutomationRunWorkflow:
     async def run(self, inp: AutomationRunInput) -> RunProgress:
         # A cancel from the Temporal UI/CLI is the cancel signal: the stages are shielded
         # from it, see the run cancelling and wind down as they would for the signal.
+        # adds no command: old histories replay with it, and it ends with the workflow
+        self._dating = asyncio.create_task(self._date_changes())
         if inp.state is None and not await self.control.shielded(self._start()):
             return self._progress()
         finished = await self.control.shielded(self._stages())
@@ -931,6 +957,7 @@ class AutomationRunWorkflow:
             retry_policy=DB_RETRY,
             summary=f"Record the run as {p.status}",
         )
+        self._row_finished = finished  # a change of its own: the API shows the row's end
 
     async def _notify(
         self, kind: str, title: str, text: str, key: str, details: dict[str, Any], severity: str
@@ -1086,7 +1113,32 @@ class AutomationRunWorkflow:
         members = self.s.text[stage].members
         return [k for batch in ids for k in members.get(str(batch), [])][:WORKING_SHOWN]
 
+    async def _date_changes(self) -> None:
+        """Date and announce every change of the progress: woken after any task that
+        changed it, whatever changed it (an item counted, a signal, a stage opening).
+        The version and `updated_at` tell an SSE watcher how old what it sees is (a
+        query cannot tell when what it finds changed); the announcement reaches the API
+        at once instead of at its next poll (domain/progress_feed.py)."""
+        while True:
+            await workflow.wait_condition(lambda: self._dated() != self._shown)
+            self._shown = self._dated()
+            self.s.version += 1
+            self._change_times.append(workflow.now())
+            if not workflow.unsafe.is_replaying():  # telemetry, as the logger: no command
+                progress_feed.announce(self.run_id, self.s.version, self._progress())
+
+    def _dated(self) -> tuple[RunProgress, bool]:
+        """What a change is a change of: the progress, and the row's end (from then on
+        the API shows the run's final progress, read from its row)."""
+        return self._progress_body(), self._row_finished
+
     def _progress(self) -> RunProgress:
+        dated: dict[str, Any] = {"version": self.s.version}
+        if self._change_times:
+            dated["updated_at"] = self._change_times[-1]
+        return self._progress_body().model_copy(update=dated)
+
+    def _progress_body(self) -> RunProgress:
         stages = [self._stage_progress(stage) for stage in STAGES]
         text_cost = sum((self.s.text[s].meter.cost_usd for s in TEXT_STAGES), Decimal("0"))
         return RunProgress(

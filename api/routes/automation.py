@@ -205,6 +205,11 @@ def _row_progress(row: Any, balance: int) -> RunSnapshot:
     )
 
 
+def _over(row: Any) -> bool:
+    """The run's row says it has ended: its progress is the row's from now on."""
+    return row.finished_at is not None or row.status in FINAL or row.status == "skipped"
+
+
 async def run_snapshot(
     client: Client | None,
     engine: Engine,
@@ -212,27 +217,37 @@ async def run_snapshot(
     run_id: str,
     account_id: int,
     titles: TitleCache,
+    pushed: RunProgress | None = None,
 ) -> RunSnapshot:
     """A finished run from its row; a running one from its workflow (the row if the
-    workflow cannot answer). The balance is the ledger's, live."""
-    row = await run_in_threadpool(_row, engine, run_id, account_id)
-    if row.finished_at is not None or row.status in FINAL or row.status == "skipped":
-        balance = (await run_in_threadpool(ledger.balance, account_id)).credits
-        return _row_progress(row, balance)
+    workflow cannot answer), or from the progress it `pushed` (no query then). The
+    balance is the ledger's, live. The row, the workflow's answer and the balance are
+    asked at once: a snapshot waits for the slowest of them, not their sum (what an SSE
+    watcher's delay is made of)."""
     if client is None:
-        raise TemporalUnavailable()
-    handle = client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id)
+        row = await run_in_threadpool(_row, engine, run_id, account_id)  # 404 before 503
+        if not _over(row):
+            raise TemporalUnavailable()
+    handle = client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id) if client else None
 
     async def ask() -> RunProgress | None:
+        if pushed is not None or handle is None:
+            return pushed
         try:
-            return await handle.query(AutomationRunWorkflow.progress)
-        except (RPCError, WorkflowQueryFailedError):
+            # a closed run is not asked: its worker would replay its whole history to
+            # answer, and its row holds the final progress
+            return await handle.query(
+                AutomationRunWorkflow.progress, reject_condition=QueryRejectCondition.NOT_OPEN
+            )
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
             return None
 
-    # the balance and the workflow's answer at once: a snapshot waits for the slower
-    progress, bal = await asyncio.gather(ask(), run_in_threadpool(ledger.balance, account_id))
-    if progress is None:
-        row = await run_in_threadpool(_row, engine, run_id, account_id)
+    row, progress, bal = await asyncio.gather(
+        run_in_threadpool(_row, engine, run_id, account_id),
+        ask(),
+        run_in_threadpool(ledger.balance, account_id),
+    )
+    if _over(row) or progress is None:
         return _row_progress(row, bal.credits)
     if progress.status in FINAL:
         # The workflow decides its outcome just before its last activity writes the row
@@ -336,8 +351,15 @@ async def run_events(
         snap = await run_snapshot(client, engine, ledger, run_id, account_id, titles)
         return snap.model_dump(mode="json")
 
+    async def apply(progress: dict[str, Any] | None) -> dict[str, Any]:
+        if progress is None:  # the note was too large to carry it
+            return await fetch()
+        pushed = RunProgress.model_validate(progress)
+        snap = await run_snapshot(client, engine, ledger, run_id, account_id, titles, pushed)
+        return snap.model_dump(mode="json")
+
     side = LiveImages(client) if client is not None else None
-    return sse_response(request, run_id, fetch, side)
+    return sse_response(request, run_id, fetch, side, apply)
 
 
 async def _control(
