@@ -31,8 +31,12 @@ Method
   The watchers are plain sockets, as cheap per event as a browser (see `Watcher`).
 
   CPU seconds of the API, workers, Temporal, PostgreSQL, this process (the watchers) and
-  everything else on the machine are printed for both runs: on one 2-core machine the
-  watchers' own parsing competes with the workers, which a real deployment would not see.
+  everything else on the machine are printed for both runs, and the time the hypervisor
+  took from this virtual machine's cores: on one 2-core machine the watchers' own
+  parsing competes with the workers, which a real deployment would not see.
+
+  --no-feed runs the stack with PROGRESS_FEED=false: the API then polls only, as on
+  SQLite or behind PgBouncer (what the pushed progress notes save, in the same session).
 
 Writes bench/results/watchers.json and prints a summary. Child processes, the Temporal
 dev server and the temporary database are removed on exit, also on Ctrl-C.
