@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import psycopg
 from pydantic import BaseModel
-from sqlalchemy import Engine
+
+from domain import pg_notify
 
 log = logging.getLogger("igny8.progress_feed")
 
@@ -86,11 +87,7 @@ def decode(payload: str) -> Note | None:
         return None
 
 
-def postgres_url(engine: Engine) -> str | None:
-    """The libpq URL of `engine`'s database, or None when it is not PostgreSQL."""
-    if engine.dialect.name != "postgresql":
-        return None
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+postgres_url = pg_notify.postgres_url  # the API and worker ask here whether to feed
 
 
 class PgFeed:
@@ -163,21 +160,11 @@ class PgFeed:
 
 def listen(url: str, on_note: Callable[[Note], None], stop: threading.Event) -> None:
     """Call `on_note` for every progress note any worker sends, until `stop` is set
-    (LISTEN on a connection of its own; blocks, so run it in a thread). A lost connection
-    is retried with back-off; meanwhile the API's poll still shows progress."""
-    pause = 1.0
-    while not stop.is_set():
-        try:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
-                pause = 1.0
-                while not stop.is_set():
-                    for raw in conn.notifies(timeout=0.5):
-                        note = decode(raw.payload)
-                        if note is not None:
-                            on_note(note)
-        except psycopg.Error as exc:
-            if pause == 1.0:
-                log.warning("progress notes not heard (%s); reconnecting", exc)
-            stop.wait(pause)
-            pause = min(30.0, pause * 2)
+    (blocks, so run it in a thread); meanwhile the API's poll still shows progress."""
+
+    def heard(payload: str) -> None:
+        note = decode(payload)
+        if note is not None:
+            on_note(note)
+
+    pg_notify.listen(url, CHANNEL, heard, stop, "progress notes")

@@ -18,20 +18,18 @@ each other's rows; SQLite serialises writers with `BEGIN IMMEDIATE`).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
 from sqlalchemy import Connection, Engine, Select, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from domain.pg_notify import listen, postgres_url
 from models.db import utcnow
 from models.engine import ProviderBackoff, ProviderSlot, RunStop
 
-log = logging.getLogger("igny8.provider_slots")
 CHANNEL = "igny8_provider_slots"
 SLOTS = ProviderSlot.__table__
 BACKOFFS = ProviderBackoff.__table__
@@ -108,24 +106,11 @@ class SlotPool:
         """Call `on_release(model)` whenever any worker frees a slot, until `stop` is set
         (PostgreSQL LISTEN on a connection of its own; blocks, so run it in a thread).
         Elsewhere (SQLite: one host) waiters poll."""
-        if not self._pg:
+        url = postgres_url(self.engine)
+        if url is None:
             return
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        pause = 1.0
-        while not stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    pause = 1.0
-                    while not stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            on_release(note.payload)
-            except psycopg.Error as exc:
-                # Waiters still poll meanwhile; say it once per outage, then back off.
-                if pause == 1.0:
-                    log.warning("provider slot notifications lost (%s); reconnecting", exc)
-                stop.wait(pause)
-                pause = min(30.0, pause * 2)
+        # waiters still poll while the connection is down
+        listen(url, CHANNEL, on_release, stop, "provider slot notifications")
 
     def renew(self, model: str, slot_nos: Iterable[int], holder: str, lease_s: float) -> int:
         """Push out the leases of the slots `holder` (a worker process) still holds: one
