@@ -131,7 +131,7 @@ async def test_a_run_is_only_final_once_its_row_is(engine):
         budget_credits=None,
     )
 
-    async def query(*_args):
+    async def query(*_args, **_kwargs):  # as the SDK's, e.g. reject_condition=NOT_OPEN
         return answer
 
     client = SimpleNamespace(get_workflow_handle_for=lambda *_a: SimpleNamespace(query=query))
