@@ -406,10 +406,10 @@ class AutomationRunWorkflow:
     # ---- run ---------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: AutomationRunInput) -> RunProgress:
-        # A cancel from the Temporal UI/CLI is the cancel signal: the stages are shielded
-        # from it, see the run cancelling and wind down as they would for the signal.
         # adds no command: old histories replay with it, and it ends with the workflow
         self._dating = asyncio.create_task(self._date_changes())
+        # A cancel from the Temporal UI/CLI is the cancel signal: the stages are shielded
+        # from it, see the run cancelling and wind down as they would for the signal.
         if inp.state is None and not await self.control.shielded(self._start()):
             return self._progress()
         finished = await self.control.shielded(self._stages())
