@@ -38,7 +38,7 @@ Method
   --no-feed runs the stack with PROGRESS_FEED=false: the API then polls only, as on
   SQLite or behind PgBouncer (what the pushed progress notes save, in the same session).
 
-Writes bench/results/watchers.json and prints a summary. Child processes, the Temporal
+Writes bench/results/watchers-<db>.json and prints a summary. Child processes, the Temporal
 dev server and the temporary database are removed on exit, also on Ctrl-C.
 """
 
@@ -423,7 +423,7 @@ async def measure(opts: argparse.Namespace) -> dict[str, Any]:
         "text_concurrency": opts.text_concurrency,
         "image_concurrency": opts.image_concurrency,
         "probe_interval_s": opts.probe_interval,
-        "progress_feed": not opts.no_feed,
+        "progress_feed": not opts.no_feed and opts.db == "postgres",  # NOTIFY is PostgreSQL's
         "unwatched": run_summary(unwatched),
         "watched": {**run_summary(watched), **watched_report(watched)},
         "wall_ratio": round(ratio, 4),
@@ -518,7 +518,7 @@ def main() -> None:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: child processes stopped, temporary database removed")
         raise SystemExit(130) from None
-    out = ROOT / "bench" / "results" / "watchers.json"
+    out = ROOT / "bench" / "results" / f"watchers-{opts.db}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     for line in summary(results):
