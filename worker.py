@@ -208,7 +208,7 @@ def start_progress_feed(settings: Settings, engine: Any, stack: AsyncExitStack) 
         return
     feed = progress_feed.PgFeed(url).start()
     progress_feed.install(feed)
-    stack.callback(feed.close)
+    stack.push_async_callback(asyncio.to_thread, feed.close)  # joins its thread: off the loop
     stack.callback(progress_feed.install, None)
 
 

@@ -50,7 +50,7 @@ FED_TICK_S = 1.0  # the poll's pace while notes keep coming for the run
 FED_FOR_S = 2.0  # ... that is, while the last came this recently
 SEND_GAP_S = 0.1  # snapshots of one run are sent at most this often
 KEEPALIVE_S = 15.0
-FINAL = frozenset({"completed", "cancelled", "failed"})
+FINAL = frozenset({"completed", "cancelled", "failed", "skipped"})  # skipped: a run's
 
 Fetch = Callable[[], Awaitable[dict[str, Any]]]
 # A snapshot from a pushed progress (None: the note could not carry it, ask instead).
@@ -270,10 +270,11 @@ class RunEvents:
     async def close(self) -> None:
         self._listening.set()
         for watch in list(self._watches.values()):
-            if watch.task is not None:
-                watch.task.cancel()
-                with suppress(asyncio.CancelledError, Exception):
-                    await watch.task
+            for task in (watch.task, watch.applying):
+                if task is not None:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError, Exception):
+                        await task
         if self._listener is not None:
             await asyncio.to_thread(self._listener.join, 2.0)
 

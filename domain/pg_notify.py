@@ -35,7 +35,10 @@ def listen(
                 pause = 1.0
                 while not stop.is_set():
                     for note in conn.notifies(timeout=0.5):
-                        on_payload(note.payload)
+                        try:
+                            on_payload(note.payload)
+                        except Exception:  # one bad note must not end the listening
+                            log.exception("%s: a note could not be handled", what)
         except psycopg.Error as exc:
             if pause == 1.0:
                 log.warning("%s lost (%s); reconnecting", what, exc)

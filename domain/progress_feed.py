@@ -114,10 +114,11 @@ class PgFeed:
         self._wake.set()
 
     def close(self, timeout_s: float = 2.0) -> None:
-        """Send what is waiting, then stop."""
+        """Send what is waiting (one try), then stop."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
     def _take(self) -> dict[str, tuple[int, BaseModel]]:
         with self._lock:
@@ -140,19 +141,28 @@ class PgFeed:
                         )
                         self.sent += 1
                     failing = False
-            except psycopg.Error as exc:
-                # the notes are lost; the API's poll still shows the progress a tick later
+            except Exception as exc:  # the sender must outlive any one note or outage
+                # the notes wait for the next try (unless a newer version came meanwhile);
+                # the API's poll still shows the progress meanwhile
                 if not failing:
-                    log.warning("progress notes not sent (%s); reconnecting", exc)
+                    log.warning("progress notes not sent (%s); trying again", exc)
                 failing = True
+                self._put_back(notes)
                 if conn is not None:
                     conn.close()
                 conn = None
                 self._stop.wait(1.0)
-            if self._stop.is_set() and not self._latest:
+            if self._stop.is_set() and (failing or not self._latest):
                 break
         if conn is not None:
             conn.close()
+
+    def _put_back(self, notes: dict[str, tuple[int, BaseModel]]) -> None:
+        with self._lock:
+            for key, held in notes.items():
+                newer = self._latest.get(key)
+                if newer is None or newer[0] < held[0]:
+                    self._latest[key] = held
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True)

@@ -129,9 +129,10 @@ async def test_every_progress_change_is_dated_and_announced_but_never_when_repla
     assert len(versions) > 20 and versions == list(range(1, len(versions) + 1)), versions
     # each announced progress is the one the version names, and each differs from the last
     assert all(p.version == v for v, p in notes)
-    bodies = [p.model_copy(update={"version": 0, "updated_at": None}) for _, p in notes]
+    bodies = [p.model_copy(update={"version": None, "updated_at": None}) for _, p in notes]
     assert all(a != b for a, b in itertools.pairwise(bodies[:-1]))
     assert notes[-1][1].status == "completed"  # the last: the run's row has ended too
+    assert (ran.result.version, ran.result.updated_at) == (versions[-1], notes[-1][1].updated_at)
     handle = temporal_env.client.get_workflow_handle_for(AutomationRunWorkflow.run, run_id)
     changes = await handle.query(AutomationRunWorkflow.progress_changes)
     assert changes.first_version + len(changes.times) - 1 == versions[-1]  # one execution

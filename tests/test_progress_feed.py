@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from domain import progress_feed
@@ -134,3 +135,25 @@ def test_a_feed_whose_database_is_gone_loses_notes_without_raising():
     feed.announce("run-a", 2, progress("run-a"))  # announcing never blocks nor raises
     feed.close()
     assert feed.sent == 0
+
+
+def test_notes_that_could_not_be_sent_are_sent_on_the_next_try(listening):
+    url, notes = listening
+
+    class FlakyFeed(PgFeed):
+        """Its first connection fails, as one to a restarting server does."""
+
+        tries = 0
+
+        def _connect(self):
+            self.tries += 1
+            if self.tries == 1:
+                raise psycopg.OperationalError("the server is restarting")
+            return super()._connect()
+
+    feed = FlakyFeed(url).start()
+    feed.announce("run-r", 1, progress("run-r", done=1))
+    wait_for(lambda: any(n.key == "run-r" for n in notes))
+    feed.close()
+    assert feed.tries == 2 and feed.sent == 1
+    assert [n.version for n in notes if n.key == "run-r"] == [1]

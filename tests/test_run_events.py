@@ -132,6 +132,7 @@ class Pushed:
         self.polled = list(polled)
         self.fetches = 0
         self.hold: asyncio.Event | None = None  # set: the second poll waits for it
+        self.applied: list[int] = []  # the versions of the notes made into snapshots
 
     async def fetch(self) -> dict[str, Any]:
         self.fetches += 1
@@ -141,6 +142,7 @@ class Pushed:
 
     async def apply(self, progress: dict[str, Any] | None) -> dict[str, Any]:
         assert progress is not None
+        self.applied.append(progress["version"])
         return {**progress, "balance": 5}
 
 
@@ -198,21 +200,43 @@ async def test_a_poll_answer_older_than_a_pushed_note_is_not_shown():
 
 
 async def test_changes_within_the_send_gap_go_out_together_and_the_end_at_once():
-    events, run = RunEvents(tick_s=60, send_gap_s=0.3), Pushed(running(1))
-    pushes = {1: [Note("run-g", 2, running(2)), Note("run-g", 3, running(3))]}
+    gap = 0.3
+    events, run = RunEvents(tick_s=60, send_gap_s=gap), Pushed(running(1))
+    loop = asyncio.get_running_loop()
+    got: list[tuple[float, dict[str, Any]]] = []
+    final_pushed_at: list[float] = []
 
-    async def end_later() -> None:
-        while events.notes_heard < 2:
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.5)  # past the gap: the held snapshot has gone out
+    async def applied(version: int) -> None:
+        while version not in run.applied:
+            await asyncio.sleep(0.001)
+
+    async def push_inside_the_gap() -> None:
+        events.pushed(Note("run-g", 2, running(2)))
+        await applied(2)  # shown to nobody yet: the first snapshot went out just now
+        events.pushed(Note("run-g", 3, running(3)))
+        await applied(3)
+
+    async def end_inside_the_next_gap() -> None:
+        final_pushed_at.append(loop.time())
         events.pushed(Note("run-g", 4, {**running(4), "status": "completed"}))
 
-    helper = asyncio.create_task(end_later())
-    started = asyncio.get_running_loop().time()
-    got = await asyncio.wait_for(watch_pushing(events, "run-g", run, pushes), 10)
-    await helper
-    assert [s["version"] for s in got] == [1, 3, 4]  # 2 and 3 came within the gap: one send
-    assert asyncio.get_running_loop().time() - started < 5
+    helpers = []
+
+    async def watch() -> None:
+        async for chunk in events.stream("run-g", run.fetch, apply=run.apply):
+            line = chunk.decode()
+            if line.startswith("event: progress"):
+                got.append((loop.time(), json.loads(line.split("data: ", 1)[1])))
+                if len(got) == 1:
+                    helpers.append(asyncio.create_task(push_inside_the_gap()))
+                elif len(got) == 2:
+                    helpers.append(asyncio.create_task(end_inside_the_next_gap()))
+        await asyncio.gather(*helpers)
+
+    await asyncio.wait_for(watch(), 10)
+    assert [s["version"] for _, s in got] == [1, 3, 4]  # 2 and 3 went out as one snapshot
+    assert got[1][0] - got[0][0] >= gap * 0.9  # ... when the gap was over
+    assert got[2][0] - final_pushed_at[0] < gap / 2  # the end does not wait for the gap
 
 
 async def test_the_poll_slows_while_a_runs_notes_keep_coming():
@@ -230,12 +254,15 @@ async def test_the_poll_slows_while_a_runs_notes_keep_coming():
     async def watch() -> list[dict[str, Any]]:
         return await watch_pushing(events, "run-s", run, {})
 
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     watcher = asyncio.create_task(watch())
-    while not events._watches.get("run-s"):
+    while run.fetches == 0:
         await asyncio.sleep(0.001)
     await notes()
     got = await asyncio.wait_for(watcher, 10)
+    took = loop.time() - started
     assert got[-1]["version"] == 40
-    # about 0.8 s of notes: at a 10 ms tick the poll would have asked ~80 times; fed, it
-    # asks once a second
-    assert run.fetches <= 4, run.fetches
+    # at its 10 ms tick the poll would have asked about 100 times a second; fed, it asks
+    # once a second (and once before the first note)
+    assert run.fetches <= 2 + took, (run.fetches, took)

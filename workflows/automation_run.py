@@ -196,8 +196,8 @@ class RunProgress(Frozen):
     budget_credits: int | None
     active_batches: list[str] = []
     # How many times the progress has changed, and when it last did: the workflow time
-    # of the task that changed it.
-    version: int = 0
+    # of the task that changed it (None in what the API reads from the run's row).
+    version: int | None = None
     updated_at: datetime | None = None
 
 
@@ -411,14 +411,21 @@ class AutomationRunWorkflow:
         # A cancel from the Temporal UI/CLI is the cancel signal: the stages are shielded
         # from it, see the run cancelling and wind down as they would for the signal.
         if inp.state is None and not await self.control.shielded(self._start()):
-            return self._progress()
+            return self._last_progress()
         finished = await self.control.shielded(self._stages())
         if not finished:
             self.s.runs += 1
+            self._date_if_changed()
             self._roll()
         await self.control.shielded(self._finish())
         if self.control.temporal_cancel:
+            self._date_if_changed()
             raise asyncio.CancelledError("automation run cancelled")
+        return self._last_progress()
+
+    def _last_progress(self) -> RunProgress:
+        """The progress the workflow returns, dated: the same as its last announced."""
+        self._date_if_changed()
         return self._progress()
 
     def _roll(self) -> NoReturn:
@@ -1121,11 +1128,20 @@ class AutomationRunWorkflow:
         at once instead of at its next poll (domain/progress_feed.py)."""
         while True:
             await workflow.wait_condition(lambda: self._dated() != self._shown)
-            self._shown = self._dated()
-            self.s.version += 1
-            self._change_times.append(workflow.now())
-            if not workflow.unsafe.is_replaying():  # telemetry, as the logger: no command
-                progress_feed.announce(self.run_id, self.s.version, self._progress())
+            self._date_if_changed()
+
+    def _date_if_changed(self) -> None:
+        """Date (and announce) the progress if it changed since last dated; also called
+        before the workflow returns or continues as new, whose last change the waiting
+        coroutine above would only see after the result had been built."""
+        dated = self._dated()
+        if dated == self._shown:
+            return
+        self._shown = dated
+        self.s.version += 1
+        self._change_times.append(workflow.now())
+        if not workflow.unsafe.is_replaying():  # telemetry, as the logger: no command
+            progress_feed.announce(self.run_id, self.s.version, self._progress())
 
     def _dated(self) -> tuple[RunProgress, bool]:
         """What a change is a change of: the progress, and the row's end (from then on

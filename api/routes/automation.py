@@ -207,7 +207,7 @@ def _row_progress(row: Any, balance: int) -> RunSnapshot:
 
 def _over(row: Any) -> bool:
     """The run's row says it has ended: its progress is the row's from now on."""
-    return row.finished_at is not None or row.status in FINAL or row.status == "skipped"
+    return row.finished_at is not None or row.status in FINAL
 
 
 async def run_snapshot(
@@ -224,7 +224,7 @@ async def run_snapshot(
     balance is the ledger's, live. The row, the workflow's answer and the balance are
     asked at once: a snapshot waits for the slowest of them, not their sum (what an SSE
     watcher's delay is made of)."""
-    if client is None:
+    if client is None and pushed is None:
         row = await run_in_threadpool(_row, engine, run_id, account_id)  # 404 before 503
         if not _over(row):
             raise TemporalUnavailable()
@@ -254,7 +254,7 @@ async def run_snapshot(
         # and frees the site; until then the run is not over for anyone (a new start
         # would still get a 409), so a final status is only ever the row's.
         row = await run_in_threadpool(_row, engine, run_id, account_id)
-        if row.finished_at is not None or row.status in FINAL:
+        if _over(row):
             return _row_progress(row, bal.credits)
         progress = progress.model_copy(update={"status": row.status})
     wanted = [
@@ -355,6 +355,8 @@ async def run_events(
         if progress is None:  # the note was too large to carry it
             return await fetch()
         pushed = RunProgress.model_validate(progress)
+        if pushed.run_id != run_id:  # any database role can NOTIFY: show only this run's
+            return await fetch()
         snap = await run_snapshot(client, engine, ledger, run_id, account_id, titles, pushed)
         return snap.model_dump(mode="json")
 
