@@ -454,7 +454,7 @@ def summary(r: dict[str, Any]) -> list[str]:
         f"{d['p50']} ms, p99 {d['p99']} ms, max {d['max']} ms over {d['n']} (change, watcher) "
         f"pairs, {w['changes']} changes (goal p99 < 500 ms); {w['changes_without_a_time']} "
         "shown without a time",
-        f"{tag}   change -> first watcher (the API's poll, query and send): p50 {a['p50']} ms, "
+        f"{tag}   change -> first watcher (the note or the poll, the snapshot, the send): p50 {a['p50']} ms, "
         f"p99 {a['p99']} ms, max {a['max']} ms; slowest: "
         + "; ".join(
             f"v{c['version']} at {c['at_s']} s {c['ms']} ms" for c in w["slowest_dated_changes"][:3]
