@@ -34,7 +34,7 @@ from core.observability import LogContextInterceptor, Observability, WorkerHealt
 from core.settings import Settings, get_settings
 from core.temporal import DATA_CONVERTER
 from core.workflow_runner import IgnyWorkflowRunner
-from domain import progress_feed
+from domain import pg_notify, progress_feed
 from domain.ledger import Ledger
 from domain.provider_slots import SlotPool
 from domain.publishing import sites_with_scheduled_content
@@ -203,7 +203,7 @@ def start_progress_feed(settings: Settings, engine: Any, stack: AsyncExitStack) 
     """On PostgreSQL, the process's workflows announce each progress change to the API
     processes (domain/progress_feed.py); elsewhere, or with PROGRESS_FEED off, the API
     polls only."""
-    url = progress_feed.postgres_url(engine) if settings.progress_feed else None
+    url = pg_notify.postgres_url(engine) if settings.progress_feed else None
     if url is None:
         return
     feed = progress_feed.PgFeed(url).start()

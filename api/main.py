@@ -31,7 +31,7 @@ from api.work_items import TitleCache
 from core.heap import freeze_startup_heap
 from core.observability import Observability
 from core.settings import Settings, get_settings
-from domain import progress_feed
+from domain import pg_notify
 from domain.ledger import Ledger
 from models.db import make_engine
 from providers.media_store import media_store_from_settings
@@ -98,7 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.ledger = Ledger(engine, hold_ttl_seconds=settings.hold_ttl_seconds)
     app.state.media_store = media_store_from_settings(settings)
-    feed_url = progress_feed.postgres_url(engine) if settings.progress_feed else None
+    feed_url = pg_notify.postgres_url(engine) if settings.progress_feed else None
     app.state.run_events = RunEvents(feed_url=feed_url)
     app.state.run_events.start()
     app.state.temporal_connector = connector

@@ -15,9 +15,9 @@ run's notes keep coming, at TICK_S otherwise. Snapshots carry the progress's ver
 older than a snapshot already sent is dropped, so a slow poll answer never takes
 watchers back. A run's snapshots go out at most every SEND_GAP_S, each with all that
 changed meanwhile: every snapshot costs a send per watcher. bench/watchers.py, 100
-watchers, each change dated by the workflow: p50 218 / p99 547-977 ms polling only (the
-wait for the next tick, then a query waiting behind the workflow's tasks on a busy
-worker); p50 63-115 / p99 211-263 ms with the notes.
+watchers, each change dated by the workflow: p50 235-250 / p99 561-692 ms polling only
+(the wait for the next tick, then a query waiting behind the workflow's tasks on a busy
+worker); p50 86-102 / p99 175-241 ms with the notes.
 
 What a snapshot adds from elsewhere at its own pace (the live counts of a run's image
 batches, one query per batch) is a `Side`, polled by a second task: a slow batch query
@@ -77,8 +77,7 @@ class _Watch:
         self.apply = apply
         self.queues: set[asyncio.Queue[bytes | None]] = set()
         self.main: dict[str, Any] | None = None
-        self.text: str | None = None  # the latest snapshot sent, as JSON
-        self.last: bytes | None = None  # ... as its SSE event, encoded once for everyone
+        self.last: bytes | None = None  # the latest snapshot sent, as its SSE event
         self.version = -1  # the progress version of the latest snapshot sent
         self.ended = asyncio.Event()  # a final snapshot was sent
         self.task: asyncio.Task[None] | None = None
@@ -124,9 +123,9 @@ class _Watch:
             return
         snapshot = self.side.merge(self.main) if self.side is not None else self.main
         text = json.dumps(snapshot, default=str, sort_keys=True)
-        if text != self.text:
-            self.text = text
-            self.last = f"event: progress\ndata: {text}\n\n".encode()
+        event = f"event: progress\ndata: {text}\n\n".encode()  # once for every watcher
+        if event != self.last:
+            self.last = event
             self.sent_at = asyncio.get_running_loop().time()
             for queue in self.queues:
                 queue.put_nowait(self.last)
@@ -152,7 +151,7 @@ class RunEvents:
     ) -> AsyncIterator[bytes]:
         """SSE lines for one subscriber: the current snapshot at once, then each change,
         a comment every KEEPALIVE_S so proxies keep the stream open, and the end."""
-        self._ensure_listener()
+        self.start()
         watch = self._watches.get(run_id)
         if watch is None or watch.task is None or watch.task.done():
             watch = self._watches[run_id] = _Watch(fetch, side, apply, self.send_gap_s)
@@ -218,12 +217,8 @@ class RunEvents:
 
     # ---- pushed notes ----------------------------------------------------------------
     def start(self) -> None:
-        """Listen for notes from now (the lifespan calls this: a note sent before the
-        first watcher of a run connects is then heard too)."""
-        self._ensure_listener()
-
-    def _ensure_listener(self) -> None:
-        """Start listening for notes, once (a thread: LISTEN blocks)."""
+        """Listen for notes from now on, once (a thread: LISTEN blocks). The lifespan
+        calls it, so a note sent before a run's first watcher connects is heard too."""
         if self.feed_url is None or self._listener is not None:
             return
         loop = asyncio.get_running_loop()

@@ -158,7 +158,8 @@ class Watcher:
     error: str | None = None
 
     async def run(self, url: str, path: str, key: str, texts: dict[int, str]) -> None:
-        host, port = httpx.URL(url).host, httpx.URL(url).port
+        parsed = httpx.URL(url)
+        host, port = parsed.host, parsed.port
         request = (
             f"GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
             "Accept: text/event-stream\r\n\r\n"

@@ -2,7 +2,7 @@
 
 Without it an SSE watcher waits for the API's next poll and for that poll's Temporal
 query, which waits behind the workflow's tasks on a busy worker: bench/watchers.py
-measured change -> watcher p50 218 / p99 547-977 ms that way. With it the worker that
+measured change -> watcher p50 235-250 / p99 561-692 ms that way (two runs). With it the worker that
 made the change sends the new progress over PostgreSQL NOTIFY and each API process hears
 it at once; the poll stays, for the ledger balance and as the fallback when a note is
 lost, on SQLite (no NOTIFY: the embedded stack polls only) or when no feed is installed.
@@ -87,9 +87,6 @@ def decode(payload: str) -> Note | None:
         return None
 
 
-postgres_url = pg_notify.postgres_url  # the API and worker ask here whether to feed
-
-
 class PgFeed:
     """Announcements sent by NOTIFY from a thread of its own; `start` it, then `close`."""
 
@@ -108,10 +105,14 @@ class PgFeed:
 
     def announce(self, key: str, version: int, progress: BaseModel) -> None:
         with self._lock:
-            held = self._latest.get(key)
-            if held is None or held[0] < version:
-                self._latest[key] = (version, progress)
+            self._keep(key, version, progress)
         self._wake.set()
+
+    def _keep(self, key: str, version: int, progress: BaseModel) -> None:
+        """Hold `progress` to send unless a newer version of the run is held (locked)."""
+        held = self._latest.get(key)
+        if held is None or held[0] < version:
+            self._latest[key] = (version, progress)
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Send what is waiting (one try), then stop."""
@@ -159,10 +160,8 @@ class PgFeed:
 
     def _put_back(self, notes: dict[str, tuple[int, BaseModel]]) -> None:
         with self._lock:
-            for key, held in notes.items():
-                newer = self._latest.get(key)
-                if newer is None or newer[0] < held[0]:
-                    self._latest[key] = held
+            for key, (version, progress) in notes.items():
+                self._keep(key, version, progress)
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True)

@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from api.deps import get_engine, get_settings_dep, get_temporal
 from api.main import create_app
 from api.run_events import RunEvents
-from domain import progress_feed
+from domain import pg_notify, progress_feed
 from domain.reconcile import reconcile
 from domain.titles import normalise_title
 from models import (
@@ -252,7 +252,7 @@ async def test_sse_watchers_are_pushed_each_change_without_waiting_for_a_poll(wc
     """On PostgreSQL the workflow's changes reach the API by NOTIFY (domain/progress_feed.py):
     with the API's poll slowed to once in ten minutes, a watcher still sees the run move
     step by step, to its end (the run's row finishing is pushed too)."""
-    url = progress_feed.postgres_url(wctx.engine)
+    url = pg_notify.postgres_url(wctx.engine)
     if url is None:
         pytest.skip("NOTIFY is PostgreSQL's: on SQLite the API polls only")
     acct, headers, site_id = seeded_site(wctx, credits=20_000)

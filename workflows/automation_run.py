@@ -325,7 +325,6 @@ class AutomationRunWorkflow:
         self._pending_pause: str | None = None  # a child ran out of credits: pause here too
         self._shown: tuple[RunProgress, bool] | None = None  # the progress as last dated
         self._row_finished = False  # the run's row says it has ended
-        self._first_version = self.s.version + 1  # this execution's first change
         self._change_times: list[datetime] = []  # when each of its changes happened
         self._dating: asyncio.Task[None] | None = None
 
@@ -391,7 +390,8 @@ class AutomationRunWorkflow:
 
     @workflow.query
     def progress_changes(self, _: ProgressRequest | None = None) -> ProgressChanges:
-        return ProgressChanges(first_version=self._first_version, times=self._change_times)
+        first = self.s.version - len(self._change_times) + 1  # this execution's first
+        return ProgressChanges(first_version=first, times=self._change_times)
 
     @workflow.query
     def credits(self, _: ProgressRequest | None = None) -> RunCredits:
@@ -1141,18 +1141,19 @@ class AutomationRunWorkflow:
         self.s.version += 1
         self._change_times.append(workflow.now())
         if not workflow.unsafe.is_replaying():  # telemetry, as the logger: no command
-            progress_feed.announce(self.run_id, self.s.version, self._progress())
+            progress_feed.announce(self.run_id, self.s.version, self._progress(dated[0]))
 
     def _dated(self) -> tuple[RunProgress, bool]:
         """What a change is a change of: the progress, and the row's end (from then on
         the API shows the run's final progress, read from its row)."""
         return self._progress_body(), self._row_finished
 
-    def _progress(self) -> RunProgress:
+    def _progress(self, body: RunProgress | None = None) -> RunProgress:
+        """The progress (`body`, if already built) with its version and its time."""
         dated: dict[str, Any] = {"version": self.s.version}
         if self._change_times:
             dated["updated_at"] = self._change_times[-1]
-        return self._progress_body().model_copy(update=dated)
+        return (body if body is not None else self._progress_body()).model_copy(update=dated)
 
     def _progress_body(self) -> RunProgress:
         stages = [self._stage_progress(stage) for stage in STAGES]
